@@ -12,6 +12,9 @@ class SipError(Exception):
 
     status: int = 500
     reason: str = "Server Internal Error"
+    message: object | None = None
+    """What :func:`~gateway.sip.message.parse_message` could parse of the offending message (a
+    ``Request`` to answer, or a ``Response`` kept for logging); ``None`` otherwise."""
 
     def __init__(self, detail: str = "", *, status: int | None = None, reason: str | None = None):
         super().__init__(detail or self.reason)

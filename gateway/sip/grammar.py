@@ -7,28 +7,36 @@ from __future__ import annotations
 
 import re
 
+# After unfolding (RFC 3261 §7.3.1), LWS and SWS are runs of SP / HTAB.
+LWS = r"[ \t]*"
+
 # RFC 3261 §25.1: token = 1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~")
-TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
+TOKEN_CHARS = r"A-Za-z0-9\-.!%*_+`'~"
+TOKEN = f"[{TOKEN_CHARS}]+"
 TOKEN_RE = re.compile(TOKEN)
 
 # RFC 3261 §25.1: Method = INVITEm / ACKm / ... / extension-method ; extension-method = token
 METHOD_RE = re.compile(TOKEN)
 
 # RFC 3261 §25.1: SIP-Version = "SIP" "/" 1*DIGIT "." 1*DIGIT (case-insensitive "SIP")
-SIP_VERSION_RE = re.compile(r"[Ss][Ii][Pp]/(\d+)\.(\d+)")
+SIP_VERSION_RE = re.compile(r"[Ss][Ii][Pp]/([0-9]+)\.([0-9]+)")
 
 # RFC 3261 §25.1: Request-Line = Method SP Request-URI SP SIP-Version CRLF
-REQUEST_LINE_RE = re.compile(r"(" + TOKEN + r") (\S+) (\S+)")
+# (exactly one SP between elements and none at the end: RFC 4475 §3.1.2.9, §3.1.2.10)
+REQUEST_LINE_RE = re.compile(r"(" + TOKEN + r") ([^\s]+) ([^\s]+)")
 
 # RFC 3261 §25.1: Status-Line = SIP-Version SP Status-Code SP Reason-Phrase CRLF
 # Status-Code = 3DIGIT; Reason-Phrase = *(reserved / unreserved / escaped / UTF8 / SP / HTAB)
-STATUS_LINE_RE = re.compile(r"([Ss][Ii][Pp]/\d+\.\d+) (\d{3}) ?(.*)")
+# (a missing SP before an empty Reason-Phrase is tolerated; RFC 4475 §3.1.1.13 has the SP)
+STATUS_LINE_RE = re.compile(
+    r"([Ss][Ii][Pp]/[0-9]+\.[0-9]+) ([0-9]{3})(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?"
+)
 
 # RFC 3261 §25.1: header-name = token; HCOLON = *( SP / HTAB ) ":" SWS
 HEADER_LINE_RE = re.compile(r"(" + TOKEN + r")[ \t]*:[ \t]*(.*)", re.DOTALL)
 
 # RFC 3261 §25.1: LWS = [*WSP CRLF] 1*WSP  (line folding: a CRLF followed by SP/HTAB)
-FOLD_RE = re.compile(r"\r?\n[ \t]+")
+FOLD_RE = re.compile(r"[ \t]*\r?\n[ \t]+")
 
 # RFC 3261 §25.1: Call-ID = word [ "@" word ];
 # word = 1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~" / "(" / ")" /
@@ -36,40 +44,103 @@ FOLD_RE = re.compile(r"\r?\n[ \t]+")
 WORD = r"[A-Za-z0-9\-.!%*_+`'~()<>:\\\"/\[\]?{}]+"
 CALL_ID_RE = re.compile(WORD + r"(?:@" + WORD + r")?")
 
-# RFC 3261 §25.1: CSeq = 1*DIGIT LWS Method
-CSEQ_RE = re.compile(r"(\d+)\s+(" + TOKEN + r")")
+# RFC 3261 §25.1: CSeq = 1*DIGIT LWS Method (digits capped: the number must be < 2**31, §8.1.1.5)
+CSEQ_RE = re.compile(r"[ \t]*([0-9]{1,12})[ \t]+(" + TOKEN + r")[ \t]*")
 
 # RFC 3261 §25.1: Max-Forwards = 1*DIGIT ; Content-Length = 1*DIGIT ; Expires = delta-seconds
-DIGITS_RE = re.compile(r"\d+")
-
-# RFC 3261 §25.1: via-parm = sent-protocol LWS sent-by *( SEMI via-params )
-# sent-protocol = protocol-name SLASH protocol-version SLASH transport
-VIA_RE = re.compile(
-    r"(" + TOKEN + r")\s*/\s*(" + TOKEN + r")\s*/\s*(" + TOKEN + r")\s+"
-    r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-.]+)(?:\s*:\s*(\d+))?\s*(.*)",
-    re.DOTALL,
-)
+DIGITS_RE = re.compile(r"[0-9]+")
 
 # RFC 3986 §3.2.2: IPv4address = dec-octet "." dec-octet "." dec-octet "." dec-octet
-IPV4_RE = re.compile(r"(?:25[0-5]|2[0-4]\d|1?\d?\d)(?:\.(?:25[0-5]|2[0-4]\d|1?\d?\d)){3}")
+IPV4_RE = re.compile(
+    r"(?:25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])(?:\.(?:25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])){3}"
+)
 
 # RFC 3261 §25.1: hostname = *( domainlabel "." ) toplabel [ "." ]
-HOSTNAME_RE = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?\.)*[A-Za-z0-9\-]+\.?")
+# domainlabel = alphanum / alphanum *( alphanum / "-" ) alphanum  ("_" tolerated: it is seen in
+# the wild and is unambiguous). An all-digit top label must be an IPv4address (checked in uri.py).
+DOMAINLABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_\-]*[A-Za-z0-9_])?"
+HOSTNAME = f"(?:{DOMAINLABEL}\\.)*{DOMAINLABEL}\\.?"
+HOSTNAME_RE = re.compile(HOSTNAME)
 
-# RFC 3261 §25.1: IPv6reference = "[" IPv6address "]"
-IPV6_REF_RE = re.compile(r"\[[0-9A-Fa-f:.]+\]")
+# RFC 3261 §25.1: IPv6reference = "[" IPv6address "]" (the address is checked by ipaddress)
+IPV6_REF = r"\[[0-9A-Fa-f:.]+\]"
+IPV6_REF_RE = re.compile(IPV6_REF)
 
-# RFC 3261 §25.1: user = 1*( unreserved / escaped / user-unreserved )
-# unreserved = alphanum / mark; mark = "-" / "_" / "." / "!" / "~" / "*" / "'" / "(" / ")"
-# user-unreserved = "&" / "=" / "+" / "$" / "," / ";" / "?" / "/" ; escaped = "%" HEXDIG HEXDIG
-USER_RE = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()&=+$,;?/]|%[0-9A-Fa-f]{2})+")
+# RFC 3261 §25.1: host = hostname / IPv4address / IPv6reference ; port = 1*DIGIT
+HOST = f"(?:{HOSTNAME}|{IPV6_REF})"
+PORT = r"[0-9]{1,5}"
 
 # RFC 3261 §25.1: escaped = "%" HEXDIG HEXDIG
+ESCAPED = r"%[0-9A-Fa-f]{2}"
 ESCAPED_RE = re.compile(r"%([0-9A-Fa-f]{2})")
 BAD_ESCAPE_RE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
+# RFC 3261 §25.1: unreserved = alphanum / mark; mark = "-" / "_" / "." / "!" / "~" / "*" / "'" /
+# "(" / ")"
+UNRESERVED = r"A-Za-z0-9\-_.!~*'()"
+
+# RFC 3261 §25.1: user = 1*( unreserved / escaped / user-unreserved )
+# user-unreserved = "&" / "=" / "+" / "$" / "," / ";" / "?" / "/"
+USER = f"(?:[{UNRESERVED}&=+$,;?/]|{ESCAPED})+"
+USER_RE = re.compile(USER)
+
+# RFC 3261 §25.1: password = *( unreserved / escaped / "&" / "=" / "+" / "$" / "," )
+PASSWORD = f"(?:[{UNRESERVED}&=+$,]|{ESCAPED})*"
+
+# RFC 3261 §25.1: uri-parameters = *( ";" uri-parameter ); other-param = pname [ "=" pvalue ]
+# pname = 1*paramchar; pvalue = 1*paramchar (an empty pvalue is tolerated)
+# paramchar = param-unreserved / unreserved / escaped; param-unreserved = "[" / "]" / "/" / ":" /
+# "&" / "+" / "$"
+PARAMCHAR = f"(?:[{UNRESERVED}\\[\\]/:&+$]|{ESCAPED})"
+URI_PARAMS = f"(?:;{PARAMCHAR}+(?:={PARAMCHAR}*)?)*"
+
+# RFC 3261 §25.1: headers = "?" header *( "&" header ); header = hname "=" hvalue
+# hname = 1*( hnv-unreserved / unreserved / escaped ); hvalue = *( ... )
+# hnv-unreserved = "[" / "]" / "/" / "?" / ":" / "+" / "$"
+HNVCHAR = f"(?:[{UNRESERVED}\\[\\]/?:+$]|{ESCAPED})"
+URI_HEADERS = f"{HNVCHAR}+={HNVCHAR}*(?:&{HNVCHAR}+={HNVCHAR}*)*"
+
+# RFC 3261 §19.1.1 / §25.1: SIP-URI = "sip:" [ userinfo ] hostport uri-parameters [ headers ]
+# userinfo = ( user / telephone-subscriber ) [ ":" password ] "@"
+# Groups: scheme, user, password, host, port, parameters, headers.
+SIP_URI_RE = re.compile(
+    f"([Ss][Ii][Pp][Ss]?):(?:({USER})(?::({PASSWORD}))?@)?({HOST})(?::({PORT}))?"
+    f"({URI_PARAMS})(?:\\?({URI_HEADERS}))?"
+)
+
+# RFC 3261 §25.1: absoluteURI = scheme ":" ( hier-part / opaque-part )
+# scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ); uric = reserved / unreserved / escaped
+ABSOLUTE_URI_RE = re.compile(f"[A-Za-z][A-Za-z0-9+\\-.]*:(?:[{UNRESERVED};/?:@&=+$,]|{ESCAPED})+")
+
 # RFC 3261 §25.1: quoted-string = SWS DQUOTE *(qdtext / quoted-pair ) DQUOTE
-QUOTED_STRING_RE = re.compile(r'"((?:[^"\\]|\\.)*)"', re.DOTALL)
+# qdtext = LWS / %x21 / %x23-5B / %x5D-7E / UTF8-NONASCII
+# quoted-pair = "\" (%x00-09 / %x0B-0C / %x0E-7F)
+QUOTED = r'"(?:[^"\\\x00-\x08\x0a-\x1f\x7f]|\\[\x00-\x09\x0b\x0c\x0e-\x7f])*"'
+QUOTED_STRING_RE = re.compile(QUOTED)
+
+# RFC 3261 §25.1: generic-param = token [ EQUAL gen-value ]; gen-value = token / host /
+# quoted-string. Parameter lists start with SEMI = SWS ";" SWS.
+GEN_VALUE = f"(?:[{TOKEN_CHARS}\\[\\]:]+|{QUOTED})"
+PARAMS = f"(?:{LWS};{LWS}{TOKEN}(?:{LWS}={LWS}{GEN_VALUE})?)*{LWS}"
+PARAMS_RE = re.compile(PARAMS)
+PARAM_RE = re.compile(f";{LWS}({TOKEN})(?:{LWS}={LWS}({GEN_VALUE}))?")
+
+# RFC 3261 §25.1: name-addr = [ display-name ] LAQUOT addr-spec RAQUOT
+# display-name = *(token LWS) / quoted-string; LAQUOT = SWS "<"; RAQUOT = ">" SWS
+# Groups: quoted display, token display, addr-spec, parameters.
+NAME_ADDR_RE = re.compile(
+    f"{LWS}(?:({QUOTED})|({TOKEN}(?:[ \\t]+{TOKEN})*))?{LWS}<([^<>\\s]+)>({PARAMS})"
+)
+# addr-spec form: the URI runs to the first ";" (its parameters belong to the header, §20.10).
+ADDR_SPEC_RE = re.compile(f'{LWS}([^;<>\\s"]+)({PARAMS})')
+
+# RFC 3261 §25.1: via-parm = sent-protocol LWS sent-by *( SEMI via-params )
+# sent-protocol = protocol-name SLASH protocol-version SLASH transport; sent-by = host [COLON port]
+# Groups: protocol name, version, transport, host, port, parameters.
+VIA_RE = re.compile(
+    f"{LWS}({TOKEN}){LWS}/{LWS}({TOKEN}){LWS}/{LWS}({TOKEN})[ \\t]+({HOST})"
+    f"(?:{LWS}:{LWS}({PORT}))?({PARAMS})"
+)
 
 # Compact header forms, RFC 3261 §7.3.3 and the extensions that define them.
 COMPACT_FORMS: dict[str, str] = {
@@ -127,10 +198,19 @@ CANONICAL_NAMES: dict[str, str] = {
 }
 
 
+_KEY_CACHE: dict[str, str] = {}
+_KEY_CACHE_MAX = 512
+
+
 def header_key(name: str) -> str:
     """The lookup key of a header name: lower-case, compact forms expanded."""
-    low = name.lower()
-    return COMPACT_FORMS.get(low, low)
+    key = _KEY_CACHE.get(name)
+    if key is None:
+        low = name.lower()
+        key = COMPACT_FORMS.get(low, low)
+        if len(_KEY_CACHE) < _KEY_CACHE_MAX:  # bounded: names come from the network
+            _KEY_CACHE[name] = key
+    return key
 
 
 def canonical_name(key: str) -> str:
@@ -223,6 +303,13 @@ def split_params(text: str) -> tuple[str, dict[str, str | None]]:
         else:
             params[raw.lower()] = None
     return parts[0].strip(), params
+
+
+def parse_params(text: str) -> dict[str, str | None]:
+    """Parameters of a text already checked against :data:`PARAMS_RE` (keys lower-cased)."""
+    if not text or text.isspace():
+        return {}
+    return {k.lower(): (v or None) for k, v in PARAM_RE.findall(text)}
 
 
 def format_params(params: dict[str, str | None]) -> str:

@@ -7,9 +7,11 @@ message that was written canonically round-trips: ``bytes(parse_message(x)) == x
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 from . import grammar
 from .errors import (
@@ -19,7 +21,7 @@ from .errors import (
     Unparseable,
     VersionNotSupported,
 )
-from .uri import SipUri, parse_hostport, parse_uri
+from .uri import SipUri, check_host, copy_uri, parse_hostport, parse_uri
 
 MAX_MESSAGE_SIZE = 65_535
 """Largest message we accept, in bytes (the largest UDP payload)."""
@@ -93,6 +95,15 @@ def new_call_id(host: str) -> str:
 
 # --------------------------------------------------------------------------- header values
 
+# Parsed header values by their text. The same Via, From, To and CSeq come back in every response
+# and in-dialog request, so parsing them again is a dict look-up; callers get fresh copies.
+# Bounded: long values are not kept, and a full cache is emptied.
+_CACHE_MAX = 2048
+_CACHE_TEXT_MAX = 256
+_VIA_CACHE: dict[str, tuple[str, str, int | None, dict[str, str | None]]] = {}
+_ADDRESS_CACHE: dict[str, tuple[SipUri | str, str | None, dict[str, str | None]]] = {}
+_CSEQ_CACHE: dict[str, CSeq] = {}
+
 
 @dataclass(slots=True)
 class Via:
@@ -106,20 +117,30 @@ class Via:
     @classmethod
     def parse(cls, text: str) -> Via:
         """Parse one via-parm; 400 on bad syntax."""
-        m = grammar.VIA_RE.fullmatch(text.strip())
+        hit = _VIA_CACHE.get(text)
+        if hit is not None:
+            return cls(hit[0], hit[1], hit[2], hit[3].copy())
+        m = grammar.VIA_RE.fullmatch(text)
         if m is None:
-            raise BadRequest(f"bad Via {text!r}")
-        name, version, transport, host, port, rest = m.groups()
-        if name.upper() != "SIP" or version != "2.0":
-            raise BadRequest(f"bad Via protocol in {text!r}")
-        rest = rest.strip()
-        if rest and not rest.startswith(";"):
-            raise BadRequest(f"junk in Via {text!r}")
-        _, params = grammar.split_params(rest)
-        p = int(port) if port else None
-        if p is not None and not 0 < p < 65536:
-            raise BadRequest(f"bad Via port in {text!r}")
-        return cls(transport.upper(), host, p, params)
+            raise BadRequest(f"bad Via {text[:80]!r}")
+        name, version, transport, host, port_text, param_text = m.groups()
+        if version != "2.0" or name.upper() != "SIP":
+            raise BadRequest(f"bad Via protocol in {text[:80]!r}")
+        check_host(host, text)
+        port: int | None = None
+        if port_text is not None:
+            port = int(port_text)
+            if not 0 < port < 65536:
+                raise BadRequest(f"bad Via port in {text[:80]!r}")
+        params = grammar.parse_params(param_text)
+        if params:
+            _check_via_params(params, text)
+        transport = transport.upper()
+        if len(text) <= _CACHE_TEXT_MAX:
+            if len(_VIA_CACHE) >= _CACHE_MAX:
+                _VIA_CACHE.clear()
+            _VIA_CACHE[text] = (transport, host, port, params.copy())
+        return cls(transport, host, port, params)
 
     def __str__(self) -> str:
         hp = self.host if self.port is None else f"{self.host}:{self.port}"
@@ -142,38 +163,38 @@ class Address:
     @classmethod
     def parse(cls, text: str) -> Address:
         """Parse ``"Name" <sip:...>;tag=x`` or ``sip:...;tag=x`` (RFC 3261 §20.10)."""
-        text = text.strip()
+        hit = _ADDRESS_CACHE.get(text)
+        if hit is not None:
+            return cls(copy_uri(hit[0]), hit[1], hit[2].copy())
         display: str | None = None
-        lt = text.find("<")
-        if lt >= 0:
-            gt = text.find(">", lt)
-            if gt < 0:
-                raise BadRequest(f"unterminated <> in {text!r}")
-            disp = text[:lt].strip()
-            if disp:
-                if disp.startswith('"'):
-                    if not grammar.QUOTED_STRING_RE.fullmatch(disp):
-                        raise BadRequest(f"bad display name in {text!r}")
-                    display = grammar.unquote(disp)
-                else:
-                    display = disp
-            uri_text = text[lt + 1 : gt].strip()
-            rest = text[gt + 1 :].strip()
-            if rest and not rest.startswith(";"):
-                raise BadRequest(f"junk after address in {text!r}")
-            _, params = grammar.split_params(rest)
+        if "<" in text:
+            m = grammar.NAME_ADDR_RE.fullmatch(text)
+            if m is None:
+                raise BadRequest(f"bad name-addr {text[:80]!r}")
+            quoted, display, uri_text, param_text = m.groups()
+            if quoted is not None:
+                display = grammar.unquote(quoted)
         else:
-            if text.startswith('"'):
-                raise BadRequest(f"display name without <uri> in {text!r}")
-            # addr-spec: parameters after the URI belong to the header (RFC 3261 §20.10).
-            uri_text, params = grammar.split_params(text)
-            if "?" in uri_text or " " in uri_text:
-                raise BadRequest(f"addr-spec with reserved characters must use <>: {text!r}")
-        if text == "*":
-            return cls("*", None, {})
-        return cls(parse_uri(uri_text), display, params)
+            m = grammar.ADDR_SPEC_RE.fullmatch(text)
+            if m is None:
+                if text.strip() == "*":
+                    return cls("*", None, {})
+                raise BadRequest(f"bad addr-spec {text[:80]!r}")
+            uri_text, param_text = m.groups()
+            # RFC 3261 §20.10: a URI with a comma, question mark or semicolon needs <>.
+            if "?" in uri_text or "," in uri_text:
+                raise BadRequest(f"addr-spec with reserved characters must use <>: {text[:80]!r}")
+        uri = parse_uri(uri_text)
+        params = grammar.parse_params(param_text)
+        if len(text) <= _CACHE_TEXT_MAX:
+            if len(_ADDRESS_CACHE) >= _CACHE_MAX:
+                _ADDRESS_CACHE.clear()
+            _ADDRESS_CACHE[text] = (copy_uri(uri), display, params.copy())
+        return cls(uri, display, params)
 
     def __str__(self) -> str:
+        if self.uri == "*":
+            return "*"
         disp = ""
         if self.display is not None:
             escaped = self.display.replace("\\", "\\\\").replace('"', '\\"')
@@ -203,13 +224,20 @@ class CSeq:
     @classmethod
     def parse(cls, text: str) -> CSeq:
         """Parse ``314159 INVITE``; 400 if malformed or out of range (< 2**31)."""
-        m = grammar.CSEQ_RE.fullmatch(text.strip())
+        hit = _CSEQ_CACHE.get(text)
+        if hit is not None:
+            return hit  # frozen: safe to share
+        m = grammar.CSEQ_RE.fullmatch(text)
         if m is None:
-            raise BadRequest(f"bad CSeq {text!r}")
+            raise BadRequest(f"bad CSeq {text[:80]!r}")
         seq = int(m.group(1))
-        if seq >= 2**31:
-            raise BadRequest(f"CSeq number out of range in {text!r}")
-        return cls(seq, m.group(2))
+        if seq >= 2**31:  # RFC 3261 §8.1.1.5
+            raise BadRequest(f"CSeq number out of range in {text[:80]!r}")
+        cseq = cls(seq, m.group(2))
+        if len(_CSEQ_CACHE) >= _CACHE_MAX:
+            _CSEQ_CACHE.clear()
+        _CSEQ_CACHE[text] = cseq
+        return cseq
 
     def __str__(self) -> str:
         return f"{self.seq} {self.method}"
@@ -473,161 +501,251 @@ def make_response(
 
     ``to_tag`` is added to To when it has none (never for 100 Trying, §8.2.6.2).
     """
-    h = Headers()
-    for name, value in request.headers:
-        key = grammar.header_key(name)
-        if key == "via" or key == "from" or key == "call-id" or key == "cseq":
-            h.add(name, value)
-        elif key == "to":
-            if to_tag and status != 100 and request.to.tag is None:
+    items: list[tuple[str, str, str]] = []
+    for key, name, value in request.headers._items:
+        if key in _COPIED:
+            if key == "to" and to_tag and status != 100 and _to_tag(request) is None:
                 value = f"{value};tag={to_tag}"
-            h.add(name, value)
+            items.append((key, name, value))
         elif key == "record-route" and 100 < status < 300:
-            h.add(name, value)
+            items.append((key, name, value))
+    h = Headers()
+    h._items = items
     if headers:
         for name, value in headers:
             h.add(name, value)
     return Response(status, reason, h, body)
 
 
+_COPIED = frozenset({"via", "from", "to", "call-id", "cseq"})
+
+
+def _to_tag(request: Request) -> str | None:
+    try:
+        return request.to.tag
+    except SipError:
+        return ""  # an unparseable To is copied as it is, without a tag
+
+
 # --------------------------------------------------------------------------- parsing
 
-
-def _head_and_body(data: bytes) -> tuple[bytes, bytes]:
-    idx = data.find(b"\r\n\r\n")
-    if idx >= 0:
-        return data[:idx], data[idx + 4 :]
-    idx = data.find(b"\n\n")
-    if idx >= 0:
-        return data[:idx], data[idx + 2 :]
-    return data.rstrip(b"\r\n"), b""
+# Header names already checked to be tokens, as written -> key (bounded: names come from the wire).
+_VALID_NAMES: dict[str, str] = {}
 
 
 def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
     """Parse one SIP message.
 
     Raises :class:`Unparseable` when no response can be formed (no start line, a broken status
-    line), another :class:`SipError` (400, 413, 416, 505 ...) for a request we can answer.
-    ``stream`` means the bytes came framed by Content-Length (TCP), which is then mandatory.
+    line, any error in a response, a request without Via), another :class:`SipError` (400, 413,
+    416, 505 ...) for a request we can answer; the error's ``message`` is then the request as far
+    as it was parsed, for :func:`make_response`. ``stream`` means the bytes came framed by
+    Content-Length (TCP), which is then mandatory.
     """
     if len(data) > MAX_MESSAGE_SIZE:
         raise MessageTooLarge(f"message of {len(data)} bytes")
-    # RFC 3261 §7.5: ignore CRLFs before the start line.
-    data = data.lstrip(b"\r\n")
-    if not data:
-        raise Unparseable("empty message")
-    head_b, body = _head_and_body(data)
+    if data[:1] in (b"\r", b"\n"):
+        data = data.lstrip(b"\r\n")  # RFC 3261 §7.5: ignore CRLFs before the start line
+        if not data:
+            raise Unparseable("empty message")
+    idx = data.find(b"\r\n\r\n")
+    if idx >= 0:
+        head_b, body = data[:idx], data[idx + 4 :]
+    else:
+        head_b, body = _head_and_body(data)
     try:
         head = head_b.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise Unparseable(f"headers are not UTF-8: {exc}") from None
+    err: SipError | None = None
+    lines = head.split("\r\n")
+    n = len(lines) - 1
+    if head.count("\n") != n or head.count("\r") != n:  # bare LF line ends, or a bare CR
+        head = head.replace("\r\n", "\n")
+        if "\r" in head:
+            err = BadRequest("bare CR in the header block")
+            head = head.replace("\r", " ")
+        lines = head.split("\n")
     if "\n " in head or "\n\t" in head:
-        head = grammar.FOLD_RE.sub(" ", head)
-    lines = head.split("\n")
-    start = lines[0].rstrip("\r")
+        # RFC 3261 §7.3.1: unfold (rare; the common case pays two substring scans)
+        lines = grammar.FOLD_RE.sub(" ", "\n".join(lines)).split("\n")
     if len(lines) > MAX_HEADERS + 1:
         raise MessageTooLarge(f"{len(lines) - 1} header lines")
+    items: list[tuple[str, str, str]] = []
+    append = items.append
+    names = _VALID_NAMES
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        key = names.get(name)
+        if key is None:
+            name = name.rstrip(" \t")
+            if not colon or grammar.TOKEN_RE.fullmatch(name) is None:
+                if line and err is None:
+                    err = BadRequest(f"bad header line {line[:60]!r}")
+                continue
+            key = grammar.header_key(name)
+            if len(names) < 512:
+                names[name] = key
+        append((key, name, value.strip(" \t")))
     headers = Headers()
-    for raw in lines[1:]:
-        line = raw.rstrip("\r")
-        if not line:
-            continue
-        m = grammar.HEADER_LINE_RE.fullmatch(line)
-        if m is None:
-            err = BadRequest(f"bad header line {line[:60]!r}")
-            _raise_with_headers(start, headers, err)
-        headers.add(m.group(1), m.group(2).rstrip())
+    headers._items = items
 
+    start = lines[0]
     msg: Request | Response
-    if start.startswith(("SIP/", "sip/", "Sip/")):
+    if start[:4].upper() == "SIP/":
         sm = grammar.STATUS_LINE_RE.fullmatch(start)
-        if sm is None:
+        if sm is None or sm.group(1).upper() != "SIP/2.0" or not "1" <= sm.group(2)[0] <= "6":
             raise Unparseable(f"bad status line {start[:60]!r}")
-        version, status_s, reason = sm.groups()
-        status = int(status_s)
-        if version.upper() != "SIP/2.0" or not 100 <= status <= 699:
-            raise Unparseable(f"bad status line {start[:60]!r}")
-        msg = Response(status, reason, headers)
+        msg = Response(int(sm.group(2)), "", headers)
+        msg.reason = sm.group(3) or ""
     else:
         rm = grammar.REQUEST_LINE_RE.fullmatch(start)
         if rm is None:
-            _raise_with_headers(start, headers, BadRequest(f"bad request line {start[:60]!r}"))
+            method = start.partition(" ")[0]
+            if grammar.TOKEN_RE.fullmatch(method) is None:
+                method = "UNKNOWN"
+            _fail(
+                Request(method, "sip:invalid", headers),
+                BadRequest(f"bad request line {start[:60]!r}"),
+            )
         method, uri_text, version = rm.groups()
         msg = Request(method, uri_text, headers)
-        try:
+        if version != "SIP/2.0":
             vm = grammar.SIP_VERSION_RE.fullmatch(version)
             if vm is None:
-                raise BadRequest(f"bad SIP version {version!r}")
+                _fail(msg, BadRequest(f"bad SIP version {version[:20]!r}"))
             if vm.groups() != ("2", "0"):
-                raise VersionNotSupported(f"SIP version {version} is not supported")
-        except SipError as exc:
-            exc.message = msg  # type: ignore[attr-defined]
-            raise
+                _fail(msg, VersionNotSupported(f"SIP version {version[:20]} is not supported"))
+    if err is not None:
+        _fail(msg, err)
     try:
-        msg.body = _check_body(headers, body, stream)
-        _validate(msg)
+        msg.body = _validate(msg, items, body, stream)
     except SipError as exc:
-        exc.message = msg  # type: ignore[attr-defined]
-        raise
+        _fail(msg, exc)
     return msg
 
 
-def _raise_with_headers(start: str, headers: Headers, err: SipError) -> None:
-    """Raise ``err`` with enough of a request attached that a response can be formed."""
-    if start.startswith(("SIP/", "sip/")):
-        raise Unparseable(err.detail)
-    parts = start.split(" ")
-    method = parts[0] if parts and grammar.TOKEN_RE.fullmatch(parts[0]) else "UNKNOWN"
-    err.message = Request(method, "sip:invalid", headers)  # type: ignore[attr-defined]
-    raise err
+def _head_and_body(data: bytes) -> tuple[bytes, bytes]:
+    idx = data.find(b"\n\n")
+    if idx >= 0:
+        return data[:idx], data[idx + 2 :]
+    return data.rstrip(b"\r\n"), b""
 
 
-def _check_body(headers: Headers, body: bytes, stream: bool) -> bytes:
-    cl_values = headers.get_all("content-length")
-    if not cl_values:
-        if stream:
-            raise BadRequest("no Content-Length on a stream transport")
-        return body  # RFC 3261 §18.3: over UDP the body runs to the end of the datagram
-    if len(cl_values) > 1:
-        raise BadRequest("more than one Content-Length")
-    cl = cl_values[0].strip()
-    if not grammar.DIGITS_RE.fullmatch(cl):
-        raise BadRequest(f"bad Content-Length {cl!r}")
-    n = int(cl)
-    if n > len(body):
-        raise BadRequest(f"Content-Length {n} is larger than the body ({len(body)} bytes)")
-    return body[:n]  # RFC 3261 §18.3: bytes past Content-Length are discarded
+def _fail(msg: Request | Response, exc: SipError) -> NoReturn:
+    """Raise ``exc`` with ``msg`` attached; :class:`Unparseable` when it cannot be answered."""
+    if isinstance(msg, Response) or "via" not in msg.headers:
+        # RFC 3261 §18.1.2: a bad response is dropped; a response needs a Via (§8.2.6.2).
+        new = exc if isinstance(exc, Unparseable) else Unparseable(exc.detail)
+        new.message = msg
+        raise new from (None if new is exc else exc)
+    exc.message = msg
+    raise exc
 
 
-def _validate(msg: Request | Response) -> None:
-    """The checks RFC 3261 §8.2 and RFC 4475 expect of a message we accept."""
-    h = msg.headers
-    for key in ("via", "to", "from", "call-id", "cseq"):
-        if key not in h:
+def _validate(
+    msg: Request | Response, items: list[tuple[str, str, str]], body: bytes, stream: bool
+) -> bytes:
+    """The checks RFC 3261 §8.2 and RFC 4475 expect of a message we accept; returns the body."""
+    single: dict[str, str] = {}
+    vias: list[str] = []
+    contacts: list[str] = []
+    for key, _, value in items:
+        if key == "via":
+            vias.append(value)
+        elif key in SINGLE_HEADERS:
+            if key in single:
+                raise BadRequest(f"more than one {grammar.canonical_name(key)} header")
+            single[key] = value
+        elif key == "contact":
+            contacts.append(value)
+    if not vias:
+        raise BadRequest("missing Via header")
+    for key in _REQUIRED:
+        if key not in single:
             raise BadRequest(f"missing {grammar.canonical_name(key)} header")
-    for key in SINGLE_HEADERS:
-        if h.count(key) > 1:
-            raise BadRequest(f"more than one {grammar.canonical_name(key)} header")
-    call_id = h.get("call-id") or ""
-    if not grammar.CALL_ID_RE.fullmatch(call_id.strip()):
-        raise BadRequest(f"bad Call-ID {call_id!r}")
-    _ = msg.vias
-    _ = msg.from_
-    _ = msg.to
-    cseq = msg.cseq
-    mf = h.get("max-forwards")
-    if mf is not None and (not grammar.DIGITS_RE.fullmatch(mf.strip()) or int(mf) > 255):
-        raise BadRequest(f"bad Max-Forwards {mf!r}")
-    expires = h.get("expires")
-    if expires is not None and not grammar.DIGITS_RE.fullmatch(expires.strip()):
-        raise BadRequest(f"bad Expires {expires!r}")
+    body = _check_body(single.get("content-length"), body, stream)
+    call_id = single["call-id"]
+    if grammar.CALL_ID_RE.fullmatch(call_id) is None:
+        raise BadRequest(f"bad Call-ID {call_id[:80]!r}")
+    parsed: list[Via] = []
+    for value in vias:
+        if "," in value:
+            parsed.extend(Via.parse(v) for v in grammar.split_list(value))
+        else:
+            parsed.append(Via.parse(value))
+    msg._vias = parsed
+    msg._from = Address.parse(single["from"])
+    msg._to = Address.parse(single["to"])
+    msg._cseq = cseq = CSeq.parse(single["cseq"])
+    mf = single.get("max-forwards")
+    if mf is not None and (not _is_digits(mf, 10) or int(mf) > 255):
+        raise BadRequest(f"bad Max-Forwards {mf[:20]!r}")  # RFC 3261 §20.22
+    expires = single.get("expires")
+    if expires is not None and grammar.DIGITS_RE.fullmatch(expires) is None:
+        raise BadRequest(f"bad Expires {expires[:20]!r}")  # RFC 3261 §20.19: delta-seconds
     if isinstance(msg, Request):
         if cseq.method != msg.method:
             raise BadRequest(f"CSeq method {cseq.method} does not match {msg.method}")
-        _ = msg.ruri  # 400 / 416 on a bad Request-URI
-        for contact in h.get_all("contact"):
-            if contact.strip() != "*":
-                Address.parse(contact)
+        ruri = msg.ruri  # 400 / 416 on a bad Request-URI
+        if isinstance(ruri, SipUri) and ruri.headers is not None:
+            # RFC 3261 §19.1.1 table 1: no headers in a Request-URI (RFC 4475 §3.1.2.11)
+            raise BadRequest("escaped headers in the Request-URI")
+        for value in contacts:
+            for contact in grammar.split_list(value) if "," in value else (value,):
+                if contact != "*":
+                    Address.parse(contact)
+    return body
+
+
+_REQUIRED = ("to", "from", "call-id", "cseq")
+
+
+def _is_digits(text: str, most: int) -> bool:
+    return 0 < len(text) <= most and text.isascii() and text.isdigit()
+
+
+def _check_via_params(params: dict[str, str | None], text: str) -> None:
+    """RFC 3261 §20.42 / §25.1 via-params, RFC 3581 rport."""
+    branch = params.get("branch", "")
+    if branch is None or (branch and grammar.TOKEN_RE.fullmatch(branch) is None):
+        raise BadRequest(f"bad branch in Via {text[:80]!r}")
+    if "rport" in params:
+        rport = params["rport"]
+        if rport is not None and not (_is_digits(rport, 5) and 0 < int(rport) < 65536):
+            raise BadRequest(f"bad rport in Via {text[:80]!r}")
+    received = params.get("received", "")
+    if received is None or (received and not _is_ip(received)):
+        raise BadRequest(f"bad received in Via {text[:80]!r}")
+    ttl = params.get("ttl", "0")
+    if ttl is None or not (_is_digits(ttl, 3) and int(ttl) <= 255):
+        raise BadRequest(f"bad ttl in Via {text[:80]!r}")
+
+
+def _is_ip(text: str) -> bool:
+    # RFC 3261 §20.42: received = IPv4address / IPv6address ([] tolerated, RFC 5118 §4.5)
+    if grammar.IPV4_RE.fullmatch(text):
+        return True
+    if text[:1] == "[" and text[-1:] == "]":
+        text = text[1:-1]
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_body(cl: str | None, body: bytes, stream: bool) -> bytes:
+    if cl is None:
+        if stream:
+            raise BadRequest("no Content-Length on a stream transport")
+        return body  # RFC 3261 §18.3: over UDP the body runs to the end of the datagram
+    if not _is_digits(cl, 10):
+        raise BadRequest(f"bad Content-Length {cl[:20]!r}")
+    n = int(cl)
+    if n > len(body):
+        raise BadRequest(f"Content-Length {n} is larger than the body ({len(body)} bytes)")
+    return body[:n] if n < len(body) else body  # RFC 3261 §18.3: extra bytes are discarded
 
 
 class StreamFramer:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from dataclasses import dataclass, field, replace
 from urllib.parse import unquote as pct_unquote
 
@@ -29,28 +31,30 @@ class SipUri:
     @classmethod
     def parse(cls, text: str) -> SipUri:
         """Parse a SIP/SIPS URI; :class:`UnsupportedUriScheme` for others, 400 if malformed."""
-        scheme, colon, rest = text.partition(":")
-        if not colon:
-            raise BadRequest(f"URI without scheme: {text!r}")
-        scheme = scheme.lower()
-        if scheme not in SIP_SCHEMES:
-            if grammar.TOKEN_RE.fullmatch(scheme):
-                raise UnsupportedUriScheme(f"scheme {scheme!r} is not supported")
-            raise BadRequest(f"bad URI scheme in {text!r}")
-        headers: str | None = None
-        if "?" in rest:
-            rest, _, headers = rest.partition("?")
-        userinfo, at, hostpart = rest.rpartition("@")
-        user: str | None = None
-        password: str | None = None
-        if at:
-            user, colon2, pw = userinfo.partition(":")
-            password = pw if colon2 else None
-            if not user or not grammar.USER_RE.fullmatch(user):
-                raise BadRequest(f"bad user part in URI {text!r}")
-        hostport, params = grammar.split_params(hostpart)
-        host, port = parse_hostport(hostport, text)
-        return cls(scheme, user, host, port, password, params, headers)
+        m = grammar.SIP_URI_RE.fullmatch(text)
+        if m is None:
+            scheme, colon, _ = text.partition(":")
+            if not colon:
+                raise BadRequest(f"URI without scheme: {text[:80]!r}")
+            if scheme.lower() not in SIP_SCHEMES:
+                if grammar.TOKEN_RE.fullmatch(scheme):
+                    raise UnsupportedUriScheme(f"scheme {scheme[:40]!r} is not supported")
+                raise BadRequest(f"bad URI scheme in {text[:80]!r}")
+            raise BadRequest(f"bad SIP URI {text[:80]!r}")
+        scheme, user, password, host, port_text, param_text, headers = m.groups()
+        check_host(host, text)
+        port: int | None = None
+        if port_text is not None:
+            port = int(port_text)
+            if not 0 < port < 65536:
+                raise BadRequest(f"bad port in {text[:80]!r}")
+        params: dict[str, str | None] = {}
+        if param_text:
+            # RFC 3261 §19.1.4: parameter names compare case-insensitively.
+            for raw in param_text[1:].split(";"):
+                k, eq, v = raw.partition("=")
+                params[k.lower()] = v if eq else None
+        return cls(scheme.lower(), user, host, port, password, params, headers)
 
     def __str__(self) -> str:
         out = [self.scheme, ":"]
@@ -102,35 +106,66 @@ class SipUri:
         return True
 
 
+_HOSTPORT_RE = re.compile(f"({grammar.HOST})(?::({grammar.PORT}))?")
+
+
+def check_host(host: str, whole: str = "") -> None:
+    """The checks the host pattern cannot make: IPv6 syntax, IPv4 ranges (RFC 3261 §25.1)."""
+    if host[0] == "[":
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            raise BadRequest(f"bad IPv6 reference in {(whole or host)[:80]!r}") from None
+        return
+    # toplabel = ALPHA / ALPHA *( alphanum / "-" ) alphanum: an all-digit one means IPv4address.
+    top = host.rstrip(".").rpartition(".")[2]
+    if top.isdigit() and not grammar.IPV4_RE.fullmatch(host):
+        raise BadRequest(f"bad host in {(whole or host)[:80]!r}")
+
+
 def parse_hostport(hostport: str, whole: str = "") -> tuple[str, int | None]:
     """``host[:port]`` per RFC 3261 §25.1 (``hostport``)."""
-    if hostport.startswith("["):
-        end = hostport.find("]")
-        if end < 0 or not grammar.IPV6_REF_RE.fullmatch(hostport[: end + 1]):
-            raise BadRequest(f"bad IPv6 reference in {whole or hostport!r}")
-        host = hostport[: end + 1]
-        rest = hostport[end + 1 :]
-        port_text = rest[1:] if rest.startswith(":") else None
-        if rest and port_text is None:
-            raise BadRequest(f"junk after host in {whole or hostport!r}")
-    else:
-        host, colon, port_text_ = hostport.partition(":")
-        port_text = port_text_ if colon else None
-        if not host or not grammar.HOSTNAME_RE.fullmatch(host):
-            raise BadRequest(f"bad host in {whole or hostport!r}")
+    m = _HOSTPORT_RE.fullmatch(hostport)
+    if m is None:
+        raise BadRequest(f"bad host or port in {(whole or hostport)[:80]!r}")
+    host, port_text = m.groups()
+    check_host(host, whole or hostport)
     port: int | None = None
     if port_text is not None:
-        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-            raise BadRequest(f"bad port in {whole or hostport!r}")
         port = int(port_text)
+        if not 0 < port < 65536:
+            raise BadRequest(f"bad port in {(whole or hostport)[:80]!r}")
     return host, port
+
+
+def copy_uri(uri: SipUri | str) -> SipUri | str:
+    """A copy of ``uri`` that shares nothing mutable with it."""
+    if isinstance(uri, str):
+        return uri
+    return SipUri(
+        uri.scheme, uri.user, uri.host, uri.port, uri.password, uri.params.copy(), uri.headers
+    )
+
+
+# Parsed URIs by their text (see the header caches in message.py); callers get copies.
+_URI_CACHE: dict[str, SipUri | str] = {}
 
 
 def parse_uri(text: str) -> SipUri | str:
     """A SIP URI as :class:`SipUri`; an absolute URI of another scheme (``tel:``) as text."""
-    scheme = text.partition(":")[0].lower()
+    hit = _URI_CACHE.get(text)
+    if hit is not None:
+        return copy_uri(hit)
+    uri: SipUri | str
+    scheme = text[:5].partition(":")[0].lower()
     if scheme in SIP_SCHEMES:
-        return SipUri.parse(text)
-    if not grammar.TOKEN_RE.fullmatch(scheme) or ":" not in text:
-        raise BadRequest(f"bad URI {text!r}")
-    return text
+        uri = SipUri.parse(text)
+    elif grammar.ABSOLUTE_URI_RE.fullmatch(text) is None:
+        raise BadRequest(f"bad URI {text[:80]!r}")
+    else:
+        uri = text
+    if len(text) <= 256:
+        if len(_URI_CACHE) >= 2048:
+            _URI_CACHE.clear()
+        _URI_CACHE[text] = copy_uri(uri)
+    return uri

@@ -1,0 +1,273 @@
+"""Wires one site gateway: transports, SIP endpoint, edge, call control, media relay, store, web."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any
+
+from gateway.calls.b2bua import B2bua, CallRecord, GroupInfo, TrunkInfo
+from gateway.config import SiteConfig
+from gateway.edge.guard import Guard
+from gateway.edge.registrar import Registrar
+from gateway.edge.service import EdgeService
+from gateway.media.relay import MediaRelay
+from gateway.metrics import Registry
+from gateway.routing.dialplan import Destination, DialPlan, ToAgent, ToGroup
+from gateway.sip.digest import DigestAuthenticator
+from gateway.sip.peer import Peer
+from gateway.sip.transaction import TimerConfig
+from gateway.store.model import Cdr
+from gateway.store.sqlite import SqliteSiteStore
+from gateway.transport.endpoint import SipEndpoint
+from gateway.transport.tcp import TcpTransport
+from gateway.transport.udp import UdpTransport
+
+log = logging.getLogger(__name__)
+
+_SIDES = {"a": "caller", "b": "callee"}
+
+
+def dial_plan(cfg: SiteConfig) -> DialPlan:
+    """The routing view of a site's configuration."""
+
+    def dest(d: Any) -> Destination:
+        return ToAgent(d.target) if d.kind == "agent" else ToGroup(d.target)
+
+    dids = {t.name: {num: dest(d) for num, d in t.dids.items()} for t in cfg.trunks}
+    defaults = {t.name: dest(t.default_destination) for t in cfg.trunks if t.default_destination}
+    return DialPlan(
+        agents=frozenset(a.extension for a in cfg.agents),
+        group_numbers={g.number: g.name for g in cfg.groups if g.number},
+        dids=dids,
+        trunk_defaults=defaults,
+        external_pattern=cfg.dialplan.external_pattern,
+        outbound_trunk=cfg.dialplan.outbound_trunk,
+    )
+
+
+class SiteGateway:
+    """One site's gateway process, started and stopped on an asyncio loop."""
+
+    def __init__(
+        self,
+        cfg: SiteConfig,
+        *,
+        sip_port: int | None = None,
+        http_port: int | None = None,
+        store_path: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.cfg = cfg
+        self._sip_port = cfg.sip.port if sip_port is None else sip_port
+        self._http_port = cfg.http.port if http_port is None else http_port
+        self._store_path = store_path or cfg.store.path
+        self.clock = clock
+        self.registry = Registry()
+        self.started_at = 0.0
+        self.sip_port = 0
+        self.http_port = 0
+        self.cdrs_written = 0
+        self.cdr_errors = 0
+
+    async def start(self) -> None:
+        """Bind every socket and start serving."""
+        cfg = self.cfg
+        loop = asyncio.get_running_loop()
+        self.loop = loop
+        self.endpoint = SipEndpoint(loop, TimerConfig(T1=cfg.sip.T1, T2=cfg.sip.T2, T4=cfg.sip.T4))
+        ep = self.endpoint
+        host = cfg.sip.listen
+        self.udp = await UdpTransport.bind(loop, host, self._sip_port, ep.datagram_received)
+        ep.transports["UDP"] = self.udp
+        self.sip_port = self.udp.local[1]
+        if "tcp" in cfg.sip.transports:
+            self.tcp = await TcpTransport.bind(loop, host, self.sip_port, ep.datagram_received)
+            ep.transports["TCP"] = self.tcp
+        self.store = SqliteSiteStore(self._store_path)
+        self.relay = MediaRelay(
+            host=cfg.media.host or host,
+            port_range=(cfg.media.rtp_port_min, cfg.media.rtp_port_max),
+            stall_timeout=cfg.media.stall_timeout,
+        )
+        secret = cfg.sip.auth_secret.encode() or secrets.token_bytes(32)
+        auth = DigestAuthenticator(
+            realm=cfg.sip.realm or cfg.sip.domain or cfg.site.name,
+            secret=secret,
+            nonce_lifetime=cfg.sip.nonce_lifetime,
+            algorithms=("MD5",),
+        )
+        sec = cfg.security
+        trusted = [str(n) for n in sec.trusted]
+        for t in cfg.trunks:
+            trusted.extend(p.host for p in t.peers)
+        self.guard = Guard(
+            rate_window=sec.rate_window,
+            rate_limit=sec.rate_limit,
+            fail_window=sec.fail_window,
+            fail_limit=sec.fail_limit,
+            ban_time=sec.ban_time,
+            allow_list=trusted,
+        )
+        self.registrar = Registrar(
+            max_contacts=max((a.max_contacts for a in cfg.agents), default=5)
+        )
+        self.edge = EdgeService(
+            ep,
+            self.registrar,
+            auth,
+            self.guard,
+            {a.extension: a.password for a in cfg.agents},
+            host=host,
+            port=self.sip_port,
+            user_agent=cfg.sip.user_agent,
+            ping_interval=cfg.sip.options_ping_interval,
+            clock=self.clock,
+        )
+        ep.admit = self.edge.admit
+        trunks = {
+            t.name: TrunkInfo(
+                t.name,
+                tuple(Peer(t.transport.upper(), p.host, p.port) for p in t.peers),
+                t.username,
+                t.password,
+            )
+            for t in cfg.trunks
+        }
+        groups = {
+            g.name: GroupInfo(g.name, g.strategy, tuple(g.members), g.ring_timeout)
+            for g in cfg.groups
+        }
+        self.b2bua = B2bua(
+            loop,
+            ep,
+            self.edge,
+            self.relay,
+            dial_plan(cfg),
+            local_host=host,
+            local_port=self.sip_port,
+            trunks=trunks,
+            groups=groups,
+            no_answer_timeout=cfg.dialplan.no_answer_timeout,
+            user_agent=cfg.sip.user_agent,
+            on_record=self._write_cdr,
+        )
+        ep.tu = self.b2bua
+        self.edge.start(loop)
+        self._metrics()
+        from gateway.web.server import create_app, start_http
+
+        app = create_app(self.health, self.registry)
+        self.http_runner, self.http_port = await start_http(app, cfg.http.listen, self._http_port)
+        self.started_at = time.time()
+        log.info(
+            "site %s: SIP on %s:%d (%s), HTTP on %s:%d",
+            cfg.site.name,
+            host,
+            self.sip_port,
+            "/".join(ep.transports),
+            cfg.http.listen,
+            self.http_port,
+        )
+
+    def _write_cdr(self, rec: CallRecord) -> None:
+        try:
+            cdr = Cdr(
+                call_id=rec.call_id,
+                site=self.cfg.site.name,
+                direction=rec.direction,  # type: ignore[arg-type]
+                caller=rec.caller,
+                callee=rec.callee,
+                start_ts=rec.start_ts,
+                end_ts=max(rec.end_ts, rec.start_ts),
+                cause_code=200 if rec.answer_ts is not None else rec.cause,
+                cause_text=rec.cause_text,
+                answer_ts=rec.answer_ts,
+                destination=rec.destination,
+                agent=rec.agent,
+                hangup_side=_SIDES.get(rec.hangup_side, "system"),  # type: ignore[arg-type]
+                trunk=rec.trunk,
+            )
+            self.store.write_cdr(cdr)
+            self.cdrs_written += 1
+        except Exception:
+            self.cdr_errors += 1
+            log.exception("[%s] could not write the CDR", rec.call_id)
+
+    def health(self) -> dict[str, Any]:
+        """What /healthz reports."""
+        return {
+            "status": "ok",
+            "site": self.cfg.site.name,
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "active_calls": self.b2bua.active_calls,
+            "registered_contacts": self.registrar.bindings_count(),
+        }
+
+    def _metrics(self) -> None:
+        r = self.registry
+        ep, b, e = self.endpoint.counters, self.b2bua.counters, self.edge.counters
+
+        def g(name: str, doc: str, fn: Callable[[], float]) -> None:
+            if name.endswith("_total"):
+                r.counter(name, doc, callback=fn)
+            else:
+                r.gauge(name, doc, callback=fn)
+
+        g("ccgw_active_calls", "Calls in progress.", lambda: self.b2bua.active_calls)
+        g("ccgw_calls_offered_total", "Calls offered (new INVITEs).", lambda: b.offered)
+        g("ccgw_calls_answered_total", "Calls answered.", lambda: b.answered)
+        g("ccgw_calls_failed_total", "Calls that could not be connected.", lambda: b.failed)
+        g("ccgw_calls_refused_total", "Calls refused by routing or auth.", lambda: b.refused)
+        g("ccgw_calls_stalled_total", "Calls ended because media stopped.", lambda: b.stalled)
+        g("ccgw_sip_transactions", "Live SIP transactions.", self.endpoint.layer.transaction_count)
+        g("ccgw_sip_messages_in_total", "SIP messages received.", lambda: ep.messages_in)
+        g("ccgw_sip_messages_out_total", "SIP messages sent.", lambda: ep.messages_out)
+        r.counter(
+            "ccgw_sip_errors_total",
+            "SIP errors by cause.",
+            ["cause"],
+            callback=lambda: {
+                ("bad_request",): ep.bad_requests,
+                ("unparseable",): ep.dropped,
+                ("refused_source",): ep.refused_source,
+                ("internal",): ep.tu_errors,
+                ("auth_failed",): e.auth_failed,
+            },
+        )
+        g("ccgw_registrations_total", "Successful REGISTERs.", lambda: e.registrations)
+        g("ccgw_registered_contacts", "Live agent bindings.", self.registrar.bindings_count)
+        g("ccgw_auth_challenges_total", "Digest challenges sent.", lambda: e.challenges)
+        g("ccgw_bans_total", "Sources banned after repeated failures.", lambda: e.bans)
+        g(
+            "ccgw_throttled_total",
+            "Messages dropped by the rate limit or a ban.",
+            lambda: e.throttled,
+        )
+        g("ccgw_media_sessions", "Open RTP relay sessions.", lambda: self.relay.active_sessions)
+        g("ccgw_cdrs_written_total", "CDRs written to the site store.", lambda: self.cdrs_written)
+        g("ccgw_outbox_depth", "Outbox rows not yet acknowledged by HQ.", self.store.outbox_depth)
+        r.counter(
+            "ccgw_rtp_packets_total",
+            "RTP packets relayed, by direction.",
+            ["direction"],
+            callback=lambda: {(k,): float(v) for k, v in self.relay_totals().items()},
+        )
+
+    def relay_totals(self) -> dict[str, int]:
+        """RTP packets relayed, by direction (``in``: received from a leg, ``out``: sent)."""
+        t = self.relay.totals
+        return {"in": t.get("packets_in", 0), "out": t.get("packets_relayed", 0)}
+
+    async def stop(self) -> None:
+        """End calls, close sockets and the store."""
+        await self.b2bua.close()
+        await asyncio.sleep(0.05)
+        await self.edge.stop()
+        await self.http_runner.cleanup()
+        self.endpoint.close()
+        await self.relay.close()
+        self.store.close()

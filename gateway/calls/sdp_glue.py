@@ -1,0 +1,90 @@
+"""The SDP steps of a B2BUA that anchors media in its relay (RFC 3264 offer/answer on two legs)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.sip import sdp as _sdp
+from gateway.sip.sdp import Attribute, SessionDescription
+
+RELAY_CODECS = ("PCMU", "PCMA")
+_STATIC = {"PCMU": 0, "PCMA": 8}
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    """What the relay needs from one side's SDP."""
+
+    host: str
+    port: int
+    codec_pt: int
+    dtmf_pt: int | None
+    hold: bool
+
+
+def parse_offer(body: bytes) -> Offer:
+    """Where a side wants its audio and in which codec (its first G.711 one); 488/400 on bad SDP."""
+    sdp = SessionDescription.parse(body)
+    codec = _sdp.negotiate(sdp, RELAY_CODECS)
+    audio = sdp.audio
+    assert audio is not None
+    host = sdp.connection_address(audio) or "0.0.0.0"
+    return Offer(
+        host, audio.port, codec.payload_type, _sdp.telephone_event(audio), _sdp.is_hold(sdp)
+    )
+
+
+def relay_offer(body: bytes, host: str, port: int, session_id: int, version: int) -> bytes:
+    """Leg a's offer as we pass it to leg b: media through the relay, only G.711 and DTMF, and
+    both G.711 laws offered so that a callee of either law can answer (we transcode)."""
+    sdp = _sdp.rewrite_for_relay(
+        SessionDescription.parse(body), host, port, session_id=session_id, version=version
+    )
+    audio = sdp.audio
+    if audio is not None:
+        names = {c.encoding_name.upper() for c in audio.codecs()}
+        for name in RELAY_CODECS:
+            if name not in names:
+                pt = _STATIC[name]
+                dtmf = [f for f in audio.formats if not f.isdigit() or int(f) >= 96]
+                media = [f for f in audio.formats if f not in dtmf]
+                audio.formats = [*media, str(pt), *dtmf]
+                audio.attributes.insert(0, Attribute("rtpmap", f"{pt} {name}/8000"))
+    return bytes(sdp)
+
+
+def relay_answer_passthrough(
+    body: bytes, host: str, port: int, session_id: int, version: int
+) -> bytes:
+    """An answer passed on as it is, but for the address (re-INVITE answers)."""
+    return bytes(
+        _sdp.rewrite_for_relay(
+            SessionDescription.parse(body), host, port, session_id=session_id, version=version
+        )
+    )
+
+
+def relay_answer(
+    a_offer: bytes, b_answer: bytes, host: str, port: int, session_id: int, version: int
+) -> tuple[bytes, int, int | None]:
+    """Our answer to leg a, given leg b's answer: (SDP, leg a's codec, leg a's DTMF payload type).
+
+    Leg a gets leg b's codec when it offered it (no transcoding), else its own first G.711 codec.
+    """
+    offer = SessionDescription.parse(a_offer)
+    answer = SessionDescription.parse(b_answer)
+    b_codec = _sdp.negotiate(answer, RELAY_CODECS)
+    a_audio = offer.audio
+    assert a_audio is not None
+    pt = None
+    for c in a_audio.codecs():
+        if c.encoding_name.upper() == b_codec.encoding_name.upper() and c.clock_rate == 8000:
+            pt = c.payload_type
+            break
+    if pt is None:
+        pt = _sdp.negotiate(offer, RELAY_CODECS).payload_type
+    dtmf = _sdp.telephone_event(a_audio)
+    b_audio = answer.audio
+    direction = answer.direction_of(b_audio)
+    sdp = _sdp.build_answer(offer, host, port, pt, dtmf, session_id, version, direction)
+    return bytes(sdp), pt, dtmf

@@ -1,0 +1,91 @@
+"""``ccgw``: run a site gateway, check a config, or run the demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Coroutine, Sequence
+from typing import Any
+
+from gateway.config import ConfigError, load_config
+
+
+def _loop_factory() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+
+        return uvloop.new_event_loop()
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        return asyncio.new_event_loop()
+
+
+def _run(coro: Coroutine[Any, Any, int]) -> int:
+    with asyncio.Runner(loop_factory=_loop_factory) as runner:
+        return runner.run(coro)
+
+
+async def _run_site(args: argparse.Namespace) -> int:
+    from gateway.app import SiteGateway
+
+    cfg = load_config(args.config)
+    gw = SiteGateway(cfg, sip_port=args.sip_port, http_port=args.http_port)
+    await gw.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    print(
+        f"ccgw site {cfg.site.name}: sip {cfg.sip.listen}:{gw.sip_port} "
+        f"http {cfg.http.listen}:{gw.http_port}",
+        flush=True,
+    )
+    await stop.wait()
+    await gw.stop()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``ccgw`` console script."""
+    parser = argparse.ArgumentParser(prog="ccgw", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run one site gateway")
+    run.add_argument("--config", required=True, help="sites/<site>.toml")
+    run.add_argument("--sip-port", type=int, default=None, help="override sip.port (0 = free)")
+    run.add_argument("--http-port", type=int, default=None, help="override http.port (0 = free)")
+    check = sub.add_parser("check-config", help="validate a site config and exit")
+    check.add_argument("config")
+    demo = sub.add_parser("demo", help="a site with a simulated carrier and agents")
+    demo.add_argument(
+        "--seconds", type=float, default=60.0, help="how long to run (0 = until Ctrl-C)"
+    )
+    demo.add_argument("--rate", type=float, default=2.0, help="carrier calls per second")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        if args.command == "check-config":
+            load_config(args.config)
+            print("ok")
+            return 0
+        if args.command == "run":
+            return _run(_run_site(args))
+        from gateway.demo import run_demo
+
+        return _run(run_demo(args.seconds, args.rate))
+    except ConfigError as exc:
+        print(f"ccgw: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

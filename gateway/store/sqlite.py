@@ -1,0 +1,176 @@
+"""The site store on SQLite (stdlib ``sqlite3``, WAL journal, ``synchronous=NORMAL``)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Final
+
+from gateway.store.base import StoreError
+from gateway.store.migrate import Migration, apply_migrations, load_migrations
+from gateway.store.model import Cdr, OutboxEntry
+
+__all__ = ["SqliteSiteStore"]
+
+_CDR_COLUMNS: Final = (
+    "call_id",
+    "site",
+    "direction",
+    "caller",
+    "callee",
+    "destination",
+    "agent",
+    "start_ts",
+    "answer_ts",
+    "end_ts",
+    "duration_s",
+    "billsec_s",
+    "cause_code",
+    "cause_text",
+    "hangup_side",
+    "trunk",
+)
+_INSERT_CDR: Final = (
+    f"INSERT INTO cdrs ({', '.join(_CDR_COLUMNS)}) VALUES ({', '.join('?' * len(_CDR_COLUMNS))})"
+)
+_INSERT_OUTBOX: Final = "INSERT INTO outbox (kind, payload, created_ts) VALUES (?, ?, ?)"
+
+
+class SqliteSiteStore:
+    """:class:`~gateway.store.base.SiteStore` on one SQLite file (or ``":memory:"``).
+
+    Opening applies pending migrations (see :mod:`gateway.store.migrate`); ``applied`` lists
+    the versions applied by this open. ``clock`` stamps outbox rows (default ``time.time``). The
+    connection may be used from any thread, one call at a time (an internal lock serialises).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        clock: Callable[[], float] = time.time,
+        migrations: list[Migration] | None = None,
+    ) -> None:
+        self.path = str(path)
+        self._clock = clock
+        self._lock = threading.Lock()
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            # isolation_level=None: autocommit; transactions are explicit BEGIN/COMMIT below.
+            self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open {self.path}: {exc}") from exc
+        try:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; WAL-safe
+            self._conn.execute("PRAGMA foreign_keys=ON")
+            self._conn.execute("PRAGMA busy_timeout=5000")
+            self.applied = apply_migrations(
+                self._conn, load_migrations() if migrations is None else migrations
+            )
+        except BaseException:
+            self._conn.close()
+            raise
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back on error). For
+        repositories that add tables: write the row and its outbox entry (``append_outbox``)
+        inside the same block."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def append_outbox(self, conn: sqlite3.Connection, kind: str, payload: dict[str, Any]) -> int:
+        """Add an outbox entry inside an open :meth:`transaction`; return its ``seq``."""
+        text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        cur = conn.execute(_INSERT_OUTBOX, (kind, text, self._clock()))
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    def write_cdr(self, cdr: Cdr) -> int:
+        """Insert ``cdr`` and its ``"cdr"`` outbox entry in one transaction; return the CDR id."""
+        if cdr.id is not None:
+            raise ValueError("this CDR was already written (id is set)")
+        row = (
+            cdr.call_id,
+            cdr.site,
+            cdr.direction,
+            cdr.caller,
+            cdr.callee,
+            cdr.destination,
+            cdr.agent,
+            cdr.start_ts,
+            cdr.answer_ts,
+            cdr.end_ts,
+            cdr.duration_s,
+            cdr.billsec_s,
+            cdr.cause_code,
+            cdr.cause_text,
+            cdr.hangup_side,
+            cdr.trunk,
+        )
+        with self.transaction() as conn:
+            cur = conn.execute(_INSERT_CDR, row)
+            assert cur.lastrowid is not None
+            cdr_id = cur.lastrowid
+            payload = cdr.to_dict()
+            payload["id"] = cdr_id
+            self.append_outbox(conn, "cdr", payload)
+        return cdr_id
+
+    def recent_cdrs(self, limit: int = 50) -> list[Cdr]:
+        """The newest ``limit`` CDRs (by id), newest first."""
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT id, {', '.join(_CDR_COLUMNS)} FROM cdrs ORDER BY id DESC LIMIT ?",
+                (max(0, limit),),
+            ).fetchall()
+        out = []
+        for row in rows:
+            fields = dict(zip(("id", *_CDR_COLUMNS), row, strict=True))
+            del fields["duration_s"], fields["billsec_s"]  # derived from the timestamps
+            out.append(Cdr(**fields))
+        return out
+
+    def outbox_peek(self, after_seq: int = 0, limit: int = 100) -> list[OutboxEntry]:
+        """Up to ``limit`` entries with ``seq > after_seq``, oldest first."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT seq, kind, payload, created_ts FROM outbox WHERE seq > ? "
+                "ORDER BY seq LIMIT ?",
+                (after_seq, max(0, limit)),
+            ).fetchall()
+        return [OutboxEntry(seq, kind, json.loads(payload), ts) for seq, kind, payload, ts in rows]
+
+    def outbox_trim(self, upto_seq: int) -> int:
+        """Delete entries with ``seq <= upto_seq``; return how many went."""
+        with self.transaction() as conn:
+            return conn.execute("DELETE FROM outbox WHERE seq <= ?", (upto_seq,)).rowcount
+
+    def outbox_depth(self) -> int:
+        """Entries waiting in the outbox."""
+        with self._lock:
+            return int(self._conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
+
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> SqliteSiteStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
