@@ -66,8 +66,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     demo.add_argument("--rate", type=float, default=2.0, help="carrier calls per second")
     args = parser.parse_args(argv)
+    quiet = args.command == "demo" and not args.verbose  # the demo's screen is its wallboard
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if args.verbose else logging.WARNING if quiet else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:

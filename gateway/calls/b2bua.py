@@ -367,6 +367,9 @@ class B2bua:
         if not dialled:
             self._reply(txn_id, req, 404, "No Number In Request-URI")
             return
+        if "contact" not in req.headers:
+            self._reply(txn_id, req, 400, "Missing Contact")  # RFC 3261 §8.1.1.8
+            return
         caller = _caller_of(req)
         trunk = self.trunk_of(peer)
         if trunk is not None:

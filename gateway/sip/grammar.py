@@ -38,6 +38,12 @@ HEADER_LINE_RE = re.compile(r"(" + TOKEN + r")[ \t]*:[ \t]*(.*)", re.DOTALL)
 # RFC 3261 §25.1: LWS = [*WSP CRLF] 1*WSP  (line folding: a CRLF followed by SP/HTAB)
 FOLD_RE = re.compile(r"[ \t]*\r?\n[ \t]+")
 
+# RFC 3986 §3.2.2: IPv4address = dec-octet "." dec-octet "." dec-octet "." dec-octet
+# (RFC 3261 §25.1 writes 1*3DIGIT: leading zeros are accepted, values above 255 are not)
+DEC_OCTET = r"(?:25[0-5]|2[0-4][0-9]|[01]?[0-9]?[0-9])"
+IPV4 = f"{DEC_OCTET}(?:\\.{DEC_OCTET}){{3}}"
+IPV4_RE = re.compile(IPV4)
+
 # RFC 3261 §25.1: Call-ID = word [ "@" word ];
 # word = 1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~" / "(" / ")" /
 #           "<" / ">" / ":" / "\" / DQUOTE / "/" / "[" / "]" / "?" / "{" / "}" )
@@ -50,16 +56,12 @@ CSEQ_RE = re.compile(r"[ \t]*([0-9]{1,12})[ \t]+(" + TOKEN + r")[ \t]*")
 # RFC 3261 §25.1: Max-Forwards = 1*DIGIT ; Content-Length = 1*DIGIT ; Expires = delta-seconds
 DIGITS_RE = re.compile(r"[0-9]+")
 
-# RFC 3986 §3.2.2: IPv4address = dec-octet "." dec-octet "." dec-octet "." dec-octet
-IPV4_RE = re.compile(
-    r"(?:25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])(?:\.(?:25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])){3}"
-)
-
 # RFC 3261 §25.1: hostname = *( domainlabel "." ) toplabel [ "." ]
 # domainlabel = alphanum / alphanum *( alphanum / "-" ) alphanum  ("_" tolerated: it is seen in
-# the wild and is unambiguous). An all-digit top label must be an IPv4address (checked in uri.py).
+# the wild and is unambiguous); toplabel = ALPHA / ALPHA *( alphanum / "-" ) alphanum
 DOMAINLABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_\-]*[A-Za-z0-9_])?"
-HOSTNAME = f"(?:{DOMAINLABEL}\\.)*{DOMAINLABEL}\\.?"
+TOPLABEL = r"[A-Za-z](?:[A-Za-z0-9_\-]*[A-Za-z0-9_])?"
+HOSTNAME = f"(?:{DOMAINLABEL}\\.)*{TOPLABEL}\\.?"
 HOSTNAME_RE = re.compile(HOSTNAME)
 
 # RFC 3261 §25.1: IPv6reference = "[" IPv6address "]" (the address is checked by ipaddress)
@@ -67,7 +69,8 @@ IPV6_REF = r"\[[0-9A-Fa-f:.]+\]"
 IPV6_REF_RE = re.compile(IPV6_REF)
 
 # RFC 3261 §25.1: host = hostname / IPv4address / IPv6reference ; port = 1*DIGIT
-HOST = f"(?:{HOSTNAME}|{IPV6_REF})"
+# (an IPv6reference is further checked with the ipaddress module, see uri.check_host)
+HOST = f"(?:{IPV4}|{HOSTNAME}|{IPV6_REF})"
 PORT = r"[0-9]{1,5}"
 
 # RFC 3261 §25.1: escaped = "%" HEXDIG HEXDIG

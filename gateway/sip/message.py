@@ -126,7 +126,8 @@ class Via:
         name, version, transport, host, port_text, param_text = m.groups()
         if version != "2.0" or name.upper() != "SIP":
             raise BadRequest(f"bad Via protocol in {text[:80]!r}")
-        check_host(host, text)
+        if host[0] == "[":
+            check_host(host, text)
         port: int | None = None
         if port_text is not None:
             port = int(port_text)
@@ -647,18 +648,15 @@ def _validate(
     msg: Request | Response, items: list[tuple[str, str, str]], body: bytes, stream: bool
 ) -> bytes:
     """The checks RFC 3261 §8.2 and RFC 4475 expect of a message we accept; returns the body."""
+    keys = [item[0] for item in items]
     single: dict[str, str] = {}
-    vias: list[str] = []
-    contacts: list[str] = []
-    for key, _, value in items:
-        if key == "via":
-            vias.append(value)
-        elif key in SINGLE_HEADERS:
-            if key in single:
+    for key in SINGLE_HEADERS:
+        n = keys.count(key)
+        if n:
+            if n > 1:
                 raise BadRequest(f"more than one {grammar.canonical_name(key)} header")
-            single[key] = value
-        elif key == "contact":
-            contacts.append(value)
+            single[key] = items[keys.index(key)][2]
+    vias = [value for key, _, value in items if key == "via"]
     if not vias:
         raise BadRequest("missing Via header")
     for key in _REQUIRED:
@@ -691,7 +689,7 @@ def _validate(
         if isinstance(ruri, SipUri) and ruri.headers is not None:
             # RFC 3261 §19.1.1 table 1: no headers in a Request-URI (RFC 4475 §3.1.2.11)
             raise BadRequest("escaped headers in the Request-URI")
-        for value in contacts:
+        for value in [value for key, _, value in items if key == "contact"]:
             for contact in grammar.split_list(value) if "," in value else (value,):
                 if contact != "*":
                     Address.parse(contact)

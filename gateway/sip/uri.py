@@ -42,7 +42,8 @@ class SipUri:
                 raise BadRequest(f"bad URI scheme in {text[:80]!r}")
             raise BadRequest(f"bad SIP URI {text[:80]!r}")
         scheme, user, password, host, port_text, param_text, headers = m.groups()
-        check_host(host, text)
+        if host[0] == "[":
+            check_host(host, text)
         port: int | None = None
         if port_text is not None:
             port = int(port_text)
@@ -110,17 +111,12 @@ _HOSTPORT_RE = re.compile(f"({grammar.HOST})(?::({grammar.PORT}))?")
 
 
 def check_host(host: str, whole: str = "") -> None:
-    """The checks the host pattern cannot make: IPv6 syntax, IPv4 ranges (RFC 3261 §25.1)."""
-    if host[0] == "[":
+    """What the host pattern cannot check: the IPv6 address syntax (RFC 3261 §25.1, RFC 5118)."""
+    if host[:1] == "[":
         try:
             ipaddress.IPv6Address(host[1:-1])
         except ValueError:
             raise BadRequest(f"bad IPv6 reference in {(whole or host)[:80]!r}") from None
-        return
-    # toplabel = ALPHA / ALPHA *( alphanum / "-" ) alphanum: an all-digit one means IPv4address.
-    top = host.rstrip(".").rpartition(".")[2]
-    if top.isdigit() and not grammar.IPV4_RE.fullmatch(host):
-        raise BadRequest(f"bad host in {(whole or host)[:80]!r}")
 
 
 def parse_hostport(hostport: str, whole: str = "") -> tuple[str, int | None]:

@@ -16,8 +16,10 @@ import numpy as np
 
 __all__ = [
     "DTMF_EVENTS",
+    "alaw_decode",
     "alaw_encode",
     "dominant_frequency",
+    "dominant_frequency_of",
     "duration_s",
     "read_wav",
     "rms",
@@ -98,6 +100,17 @@ def alaw_encode(samples: np.ndarray) -> bytes:
     return out.astype(np.uint8).tobytes()
 
 
+def alaw_decode(data: bytes) -> np.ndarray:
+    """Decode G.711 A-law bytes to int16 samples."""
+    a = np.frombuffer(data, dtype=np.uint8).astype(np.int32) ^ 0x55
+    exponent = (a >> 4) & 0x07
+    mantissa = a & 0x0F
+    mag = np.where(
+        exponent == 0, (mantissa << 4) + 8, ((mantissa << 4) + 0x108) << np.maximum(exponent - 1, 0)
+    )
+    return np.where(a & 0x80, mag, -mag).astype(np.int16)
+
+
 def write_ulaw_raw(
     path: str | Path,
     freq_hz: float,
@@ -140,8 +153,8 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
                 tag = struct.unpack("<H", body[24:26])[0]
             fmt = (tag, channels, rate, bits)
         elif cid == b"data":
-            # sndfile leaves size 0 / 0xFFFFFFFF while the file is still open: take the rest
-            payload = data[pos + 8 :] if size in (0, 0xFFFFFFFF) else body
+            # while sndfile still writes, the size field is 0 (or bogus): take what is there
+            payload = data[pos + 8 :] if size == 0 else body
             break
         pos += 8 + size + (size & 1)
     if fmt is None:
@@ -180,10 +193,15 @@ def dominant_frequency(path: str | Path, skip_s: float = 0.5) -> float:
     an empty or silent file.
     """
     samples, rate = read_wav(path)
-    samples = samples[int(skip_s * rate) :]
-    if len(samples) < 64 or not np.any(samples):
+    return dominant_frequency_of(samples, rate, skip_s)
+
+
+def dominant_frequency_of(samples: np.ndarray, rate: int, skip_s: float = 0.0) -> float:
+    """:func:`dominant_frequency` for samples already in memory (any numeric dtype)."""
+    x = np.asarray(samples, dtype=np.float64)[int(skip_s * rate) :]
+    if len(x) < 64 or not np.any(x):
         return 0.0
-    spectrum = np.abs(np.fft.rfft((samples - samples.mean()) * np.hanning(len(samples))))
+    spectrum = np.abs(np.fft.rfft((x - x.mean()) * np.hanning(len(x))))
     spectrum[0] = 0.0
     k = int(np.argmax(spectrum))
     # parabolic interpolation between bins for sub-bin accuracy
@@ -191,9 +209,8 @@ def dominant_frequency(path: str | Path, skip_s: float = 0.5) -> float:
         a, b, c = spectrum[k - 1], spectrum[k], spectrum[k + 1]
         denom = a - 2 * b + c
         if denom != 0:
-            k_f = k + 0.5 * (a - c) / denom
-            return float(k_f * rate / len(samples))
-    return float(k * rate / len(samples))
+            return float((k + 0.5 * (a - c) / denom) * rate / len(x))
+    return float(k * rate / len(x))
 
 
 # --- pcap writing (for SIPp play_pcap_audio) --------------------------------------------------

@@ -14,7 +14,16 @@ ALL_CODES = bytes(range(256))
 
 @pytest.mark.parametrize(
     ("code", "linear"),
-    [(0xFF, 0), (0x7F, 0), (0x00, -32124), (0x80, 32124), (0xFE, 8), (0xEF, 132), (0x6F, -132), (0x70, -120)],
+    [
+        (0xFF, 0),
+        (0x7F, 0),
+        (0x00, -32124),
+        (0x80, 32124),
+        (0xFE, 8),
+        (0xEF, 132),
+        (0x6F, -132),
+        (0x70, -120),
+    ],
 )
 def test_ulaw_decode_reference_values(code: int, linear: int) -> None:
     assert int(g711.ulaw_decode(bytes([code]))[0]) == linear

@@ -334,15 +334,20 @@ def test_dtmf_without_end_reported_by_housekeeping() -> None:
         session.set_remote("b", HOST, pb.port, codec_pt=0, dtmf_pt=101)
         for p in dtmf_packets(101, 1, 800, 9, 3)[:3]:  # no end packets at all
             pa.send(p, session.leg("a").local_port)
-        for _ in range(50):
-            if digits:
-                break
-            await asyncio.sleep(0.05)
+        await until(lambda: bool(digits))
         assert digits == [("a", "9", 60)]
         pa.close()
         pb.close()
 
     run(body, check_interval=0.05)
+
+
+async def until(condition: Callable[[], bool], timeout: float = 3.0) -> None:
+    for _ in range(int(timeout / 0.02)):
+        if condition():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not met in time")
 
 
 def test_stall_callback() -> None:
@@ -357,14 +362,16 @@ def test_stall_callback() -> None:
             pa.send(rtp(0, i, b"x"), session.leg("a").local_port)
             await asyncio.sleep(0.05)
         assert stalls == []
-        await asyncio.sleep(0.6)
-        assert stalls == [session]  # once, not every check
+        await until(lambda: len(stalls) == 1)
+        await asyncio.sleep(0.3)
+        assert stalls == [session]  # once, not at every check
         pa.send(rtp(0, 10, b"x"), session.leg("a").local_port)  # media back: re-armed
-        await asyncio.sleep(0.1)
-        await asyncio.sleep(0.5)
+        await until(lambda: not session._stalled)
+        await until(lambda: len(stalls) == 2)
         assert stalls == [session, session]
         session.stall_timeout = None  # e.g. on hold
-        await asyncio.sleep(0.5)
+        pa.send(rtp(0, 11, b"x"), session.leg("a").local_port)
+        await asyncio.sleep(0.6)
         assert len(stalls) == 2
         assert relay.totals["stalls"] == 2
         pa.close()

@@ -151,8 +151,12 @@ def test_codecs() -> None:
         (sdp("v=0", "o=- 1 1 IN IP4 1.2.3.4", "garbage"), "line 3"),
         (sdp("v=0", "o=- 1 1 IN IP4 1.2.3.4", "a=bad name"), "attribute"),
         (sdp("v=0", "o=- 1 1 IN IP4 1.2.3.4", "t=now"), "timing"),
-        (sdp("v=0", "o=- 1 1 IN IP4 1.2.3.4", "c=IN IP4 1.2.3.4", "m=audio 1 RTP/AVP 0",
-             "t=0 0"), "inside"),  # fmt: skip
+        (
+            sdp(
+                "v=0", "o=- 1 1 IN IP4 1.2.3.4", "c=IN IP4 1.2.3.4", "m=audio 1 RTP/AVP 0", "t=0 0"
+            ),
+            "inside",
+        ),
         (b"v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\ns=\xff\r\n", "UTF-8"),
     ],
 )

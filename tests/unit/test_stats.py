@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
@@ -90,7 +91,7 @@ def test_reset_source_keeps_totals() -> None:
 
 def reference_jitter(transits: list[float]) -> float:
     j = 0.0
-    for prev, cur in zip(transits, transits[1:], strict=False):
+    for prev, cur in itertools.pairwise(transits):
         j += (abs(cur - prev) - j) / 16
     return j
 

@@ -1,0 +1,191 @@
+"""A site gateway with real peers: SIPp as the carrier, baresip as the agents' phones.
+
+Every call crosses real sockets on loopback: carrier → gateway (B2BUA, RTP relay) → agent phone.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from . import audio, peers
+from .gateway import AGENTS, GatewayThread, site_config
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def carrier_port() -> int:
+    return peers.free_port("127.0.0.1", "udp")
+
+
+@pytest.fixture
+def make_gateway(tmp_path: Path, carrier_port: int) -> Iterator[Callable[..., GatewayThread]]:
+    started: list[GatewayThread] = []
+
+    def make(**kw: object) -> GatewayThread:
+        base = peers.free_port("127.0.0.1", "udp", even=True, span=400, step=2)
+        cfg = site_config(
+            ("127.0.0.1", carrier_port),
+            tmp_path / "site.db",
+            rtp_range=(base, base + 399),
+            **kw,  # type: ignore[arg-type]
+        )
+        gw = GatewayThread(cfg).__enter__()
+        started.append(gw)
+        return gw
+
+    yield make
+    for gw in started:
+        gw.__exit__(None, None, None)
+
+
+def _agent(
+    baresip_factory: Callable[..., peers.Baresip], gw: GatewayThread, ext: str, **kw: object
+) -> peers.Baresip:
+    phone = baresip_factory(ext, registrar=gw.sip, password=AGENTS[ext], **kw)
+    phone.start()
+    phone.wait_registered(10)
+    return phone
+
+
+def _cdrs(gw: GatewayThread) -> list:  # type: ignore[type-arg]
+    return gw.call(lambda: gw.gw.store.recent_cdrs(50))
+
+
+def test_carrier_call_reaches_registered_agent_with_audio_both_ways(
+    make_gateway: Callable[..., GatewayThread],
+    sipp_factory: Callable[..., peers.Sipp],
+    baresip_factory: Callable[..., peers.Baresip],
+    carrier_port: int,
+) -> None:
+    gw = make_gateway()
+    phone = _agent(baresip_factory, gw, "1001", tone_hz=440.0)
+    assert gw.call(lambda: gw.gw.registrar.bindings_count()) == 1
+    carrier = sipp_factory(
+        "carrier_uac.xml", gw.sip, local_port=carrier_port, service="+861000",
+        keys={"talk_ms": "3000"}, tone_hz=1000.0, timeout=20,
+    )  # fmt: skip
+    result = carrier.start().wait(25)
+    assert result.ok, result.describe()
+    # The relay saw both directions: the carrier's tone towards the phone, the phone's towards it.
+    gw.wait_for(lambda: gw.gw.b2bua.active_calls == 0, 5, "the call to end")
+    totals = gw.call(lambda: gw.gw.relay.totals)
+    assert totals["packets_in"] > 150, totals
+    assert totals["packets_relayed"] > 150, totals
+    # What the phone heard is the carrier's 1000 Hz tone (±5 %).
+    phone.stop()
+    heard = phone.recordings("dec")
+    assert heard, "baresip recorded nothing"
+    freq = audio.dominant_frequency(max(heard, key=lambda p: p.stat().st_size))
+    assert 950 < freq < 1050, freq
+    cdrs = _cdrs(gw)
+    assert len(cdrs) == 1
+    cdr = cdrs[0]
+    assert cdr.direction == "inbound" and cdr.agent == "1001" and cdr.answer_ts is not None
+    assert cdr.hangup_side == "caller" and cdr.trunk == "carrier"
+    assert gw.call(lambda: gw.gw.store.outbox_depth()) == 1  # the CDR's outbox row
+    assert gw.call(lambda: gw.gw.relay.active_sessions) == 0  # ports returned
+
+
+def test_agent_hangs_up_first(
+    make_gateway: Callable[..., GatewayThread],
+    sipp_factory: Callable[..., peers.Sipp],
+    baresip_factory: Callable[..., peers.Baresip],
+    carrier_port: int,
+) -> None:
+    gw = make_gateway()
+    phone = _agent(baresip_factory, gw, "1001")
+    carrier = sipp_factory(
+        "carrier_uac_wait_bye.xml", gw.sip, local_port=carrier_port, service="+861000", timeout=20
+    )
+    carrier.start()
+    gw.wait_for(lambda: gw.gw.b2bua.counters.answered == 1, 10, "the agent to answer")
+    time.sleep(1.0)
+    phone.hangup()
+    result = carrier.wait(15)
+    assert result.ok, result.describe()
+    gw.wait_for(lambda: len(gw.gw.store.recent_cdrs(5)) == 1, 5, "the CDR")
+    assert _cdrs(gw)[0].hangup_side == "callee"
+
+
+def test_carrier_cancels_before_answer(
+    make_gateway: Callable[..., GatewayThread],
+    sipp_factory: Callable[..., peers.Sipp],
+    baresip_factory: Callable[..., peers.Baresip],
+    carrier_port: int,
+) -> None:
+    gw = make_gateway()
+    _agent(baresip_factory, gw, "1001", answermode="manual")
+    carrier = sipp_factory(
+        "carrier_uac_cancel.xml", gw.sip, local_port=carrier_port, service="+861000", timeout=20
+    )
+    result = carrier.start().wait(25)
+    assert result.ok, result.describe()
+    gw.wait_for(lambda: len(gw.gw.store.recent_cdrs(5)) == 1, 5, "the CDR")
+    cdr = _cdrs(gw)[0]
+    assert cdr.cause_code == 487 and cdr.answer_ts is None
+    gw.wait_for(lambda: gw.gw.relay.active_sessions == 0, 5, "the relay ports back")
+
+
+def test_no_answer_ends_with_480_and_cancels_the_phone(
+    make_gateway: Callable[..., GatewayThread],
+    sipp_factory: Callable[..., peers.Sipp],
+    baresip_factory: Callable[..., peers.Baresip],
+    carrier_port: int,
+) -> None:
+    gw = make_gateway(no_answer_timeout=2.0)
+    phone = _agent(baresip_factory, gw, "1001", answermode="manual")
+    carrier = sipp_factory(
+        "carrier_uac_expect_error.xml", gw.sip, local_port=carrier_port, service="+861000",
+        timeout=20,
+    )  # fmt: skip
+    result = carrier.start().wait(25)
+    assert result.ok, result.describe()
+    assert 480 in result.final_statuses, result.describe()
+    # The phone stopped ringing: it saw the CANCEL (baresip reports the call closed).
+    phone.wait_event("CALL_CLOSED", 5)
+
+
+def test_busy_agent_gives_486(
+    make_gateway: Callable[..., GatewayThread],
+    sipp_factory: Callable[..., peers.Sipp],
+    carrier_port: int,
+) -> None:
+    gw = make_gateway()
+    # The "phone" is SIPp: it registers from a port, then answers INVITEs there with 486.
+    agent_port = peers.free_port("127.0.0.1", "udp")
+    reg = sipp_factory(
+        "register.xml", gw.sip, local_port=agent_port, service="1002",
+        auth=("1002", AGENTS["1002"]), extra_args=["-auth_uri", gw.sip], timeout=10,
+    )  # fmt: skip
+    assert reg.start().wait(15).ok, reg.result().describe()
+    busy = sipp_factory("agent_uas_busy.xml", local_port=agent_port, timeout=20).start()
+    carrier = sipp_factory(
+        "carrier_uac_expect_error.xml", gw.sip, local_port=carrier_port, service="+861002",
+        timeout=20,
+    )  # fmt: skip
+    result = carrier.start().wait(25)
+    assert 486 in result.final_statuses, result.describe()
+    busy.stop()
+
+
+def test_hold_and_resume_pass_through(
+    make_gateway: Callable[..., GatewayThread],
+    sipp_factory: Callable[..., peers.Sipp],
+    baresip_factory: Callable[..., peers.Baresip],
+    carrier_port: int,
+) -> None:
+    gw = make_gateway()
+    _agent(baresip_factory, gw, "1001")
+    carrier = sipp_factory(
+        "carrier_uac_hold.xml", gw.sip, local_port=carrier_port, service="+861000", timeout=25
+    )
+    result = carrier.start().wait(30)
+    assert result.ok, result.describe()
+    msgs = result.messages()
+    # The hold answer the carrier got says the phone will only receive (or nothing).
+    assert "a=recvonly" in msgs or "a=inactive" in msgs, msgs[-3000:]
