@@ -213,12 +213,12 @@ class B2bua:
         self.txns: dict[str, tuple[Call, Leg]] = {}  # client txn → (call, leg) and a-leg server txn
         self.counters = CallCounters()
         self._tasks: set[asyncio.Task[Any]] = set()
+        # A carrier is recognised by its exact source address and port: a host-only match would
+        # let anything else on the carrier's host (or a spoofer on a shared host) reach the PSTN.
         self._trunk_by_addr: dict[tuple[str, int], str] = {}
-        self._trunk_by_host: dict[str, str] = {}
         for t in trunks.values():
             for p in t.peers:
                 self._trunk_by_addr[(p.host, p.port)] = t.name
-                self._trunk_by_host.setdefault(p.host, t.name)
 
     # ------------------------------------------------------------------ helpers
 
@@ -238,10 +238,7 @@ class B2bua:
 
     def trunk_of(self, peer: Peer) -> str | None:
         """The carrier trunk a message came from, by its source address."""
-        name = self._trunk_by_addr.get((peer.host, peer.port))
-        if name is None:
-            name = self._trunk_by_host.get(peer.host)
-        return name
+        return self._trunk_by_addr.get((peer.host, peer.port))
 
     def _spawn(self, coro: Any) -> None:
         task = self.loop.create_task(coro)

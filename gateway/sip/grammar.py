@@ -78,30 +78,39 @@ ESCAPED = r"%[0-9A-Fa-f]{2}"
 ESCAPED_RE = re.compile(r"%([0-9A-Fa-f]{2})")
 BAD_ESCAPE_RE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
+
+def _run(chars: str, *, empty: bool = False) -> str:
+    """``1*( [chars] / escaped )`` (``*`` with ``empty``), unrolled so that it cannot backtrack."""
+    c = f"[{chars}]"
+    tail = f"{c}*(?:{ESCAPED}{c}*)*"
+    return tail if empty else f"(?:{c}|{ESCAPED}){tail}"
+
+
 # RFC 3261 §25.1: unreserved = alphanum / mark; mark = "-" / "_" / "." / "!" / "~" / "*" / "'" /
 # "(" / ")"
 UNRESERVED = r"A-Za-z0-9\-_.!~*'()"
 
 # RFC 3261 §25.1: user = 1*( unreserved / escaped / user-unreserved )
 # user-unreserved = "&" / "=" / "+" / "$" / "," / ";" / "?" / "/"
-USER = f"(?:[{UNRESERVED}&=+$,;?/]|{ESCAPED})+"
+USER = _run(f"{UNRESERVED}&=+$,;?/")
 USER_RE = re.compile(USER)
 
 # RFC 3261 §25.1: password = *( unreserved / escaped / "&" / "=" / "+" / "$" / "," )
-PASSWORD = f"(?:[{UNRESERVED}&=+$,]|{ESCAPED})*"
+PASSWORD = _run(f"{UNRESERVED}&=+$,", empty=True)
 
 # RFC 3261 §25.1: uri-parameters = *( ";" uri-parameter ); other-param = pname [ "=" pvalue ]
 # pname = 1*paramchar; pvalue = 1*paramchar (an empty pvalue is tolerated)
 # paramchar = param-unreserved / unreserved / escaped; param-unreserved = "[" / "]" / "/" / ":" /
 # "&" / "+" / "$"
-PARAMCHAR = f"(?:[{UNRESERVED}\\[\\]/:&+$]|{ESCAPED})"
-URI_PARAMS = f"(?:;{PARAMCHAR}+(?:={PARAMCHAR}*)?)*"
+_PARAM_C = UNRESERVED + r"\[\]/:&+$"
+URI_PARAMS = f"(?:;{_run(_PARAM_C)}(?:={_run(_PARAM_C, empty=True)})?)*"
 
 # RFC 3261 §25.1: headers = "?" header *( "&" header ); header = hname "=" hvalue
 # hname = 1*( hnv-unreserved / unreserved / escaped ); hvalue = *( ... )
 # hnv-unreserved = "[" / "]" / "/" / "?" / ":" / "+" / "$"
-HNVCHAR = f"(?:[{UNRESERVED}\\[\\]/?:+$]|{ESCAPED})"
-URI_HEADERS = f"{HNVCHAR}+={HNVCHAR}*(?:&{HNVCHAR}+={HNVCHAR}*)*"
+_HNV_C = UNRESERVED + r"\[\]/?:+$"
+URI_HEADER = f"{_run(_HNV_C)}={_run(_HNV_C, empty=True)}"
+URI_HEADERS = f"{URI_HEADER}(?:&{URI_HEADER})*"
 
 # RFC 3261 §19.1.1 / §25.1: SIP-URI = "sip:" [ userinfo ] hostport uri-parameters [ headers ]
 # userinfo = ( user / telephone-subscriber ) [ ":" password ] "@"
@@ -113,12 +122,14 @@ SIP_URI_RE = re.compile(
 
 # RFC 3261 §25.1: absoluteURI = scheme ":" ( hier-part / opaque-part )
 # scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ); uric = reserved / unreserved / escaped
-ABSOLUTE_URI_RE = re.compile(f"[A-Za-z][A-Za-z0-9+\\-.]*:(?:[{UNRESERVED};/?:@&=+$,]|{ESCAPED})+")
+ABSOLUTE_URI_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*:" + _run(UNRESERVED + ";/?:@&=+$,"))
 
 # RFC 3261 §25.1: quoted-string = SWS DQUOTE *(qdtext / quoted-pair ) DQUOTE
 # qdtext = LWS / %x21 / %x23-5B / %x5D-7E / UTF8-NONASCII
 # quoted-pair = "\" (%x00-09 / %x0B-0C / %x0E-7F)
-QUOTED = r'"(?:[^"\\\x00-\x08\x0a-\x1f\x7f]|\\[\x00-\x09\x0b\x0c\x0e-\x7f])*"'
+_QDTEXT = r'[^"\\\x00-\x08\x0a-\x1f\x7f]'
+_QPAIR = r"\\[\x00-\x09\x0b\x0c\x0e-\x7f]"
+QUOTED = f'"{_QDTEXT}*(?:{_QPAIR}{_QDTEXT}*)*"'
 QUOTED_STRING_RE = re.compile(QUOTED)
 
 # RFC 3261 §25.1: generic-param = token [ EQUAL gen-value ]; gen-value = token / host /

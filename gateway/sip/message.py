@@ -21,7 +21,7 @@ from .errors import (
     Unparseable,
     VersionNotSupported,
 )
-from .uri import SipUri, check_host, copy_uri, parse_hostport, parse_uri
+from .uri import SipUri, check_host, copy_uri, parse_hostport, parse_uri, uri_template
 
 MAX_MESSAGE_SIZE = 65_535
 """Largest message we accept, in bytes (the largest UDP payload)."""
@@ -98,7 +98,7 @@ def new_call_id(host: str) -> str:
 # Parsed header values by their text. The same Via, From, To and CSeq come back in every response
 # and in-dialog request, so parsing them again is a dict look-up; callers get fresh copies.
 # Bounded: long values are not kept, and a full cache is emptied.
-_CACHE_MAX = 2048
+_CACHE_MAX = 4096
 _CACHE_TEXT_MAX = 256
 _VIA_CACHE: dict[str, tuple[str, str, int | None, dict[str, str | None]]] = {}
 _ADDRESS_CACHE: dict[str, tuple[SipUri | str, str | None, dict[str, str | None]]] = {}
@@ -185,13 +185,13 @@ class Address:
             # RFC 3261 §20.10: a URI with a comma, question mark or semicolon needs <>.
             if "?" in uri_text or "," in uri_text:
                 raise BadRequest(f"addr-spec with reserved characters must use <>: {text[:80]!r}")
-        uri = parse_uri(uri_text)
+        uri = uri_template(uri_text)
         params = grammar.parse_params(param_text)
         if len(text) <= _CACHE_TEXT_MAX:
             if len(_ADDRESS_CACHE) >= _CACHE_MAX:
                 _ADDRESS_CACHE.clear()
-            _ADDRESS_CACHE[text] = (copy_uri(uri), display, params.copy())
-        return cls(uri, display, params)
+            _ADDRESS_CACHE[text] = (uri, display, params.copy())
+        return cls(copy_uri(uri), display, params)
 
     def __str__(self) -> str:
         if self.uri == "*":
@@ -785,7 +785,7 @@ def _stream_content_length(head: bytes) -> int:
         name, colon, value = line.partition(b":")
         if colon and name.strip().lower() in (b"content-length", b"l"):
             v = value.strip()
-            if v.isdigit():
+            if v.isdigit() and len(v) <= 10:
                 return int(v)
             raise BadRequest("bad Content-Length on stream")
     return 0

@@ -143,25 +143,31 @@ def copy_uri(uri: SipUri | str) -> SipUri | str:
     )
 
 
-# Parsed URIs by their text (see the header caches in message.py); callers get copies.
+# Parsed URIs by their text (see the header caches in message.py). The cached objects are
+# templates: they are never handed out, only copies of them.
 _URI_CACHE: dict[str, SipUri | str] = {}
 
 
-def parse_uri(text: str) -> SipUri | str:
-    """A SIP URI as :class:`SipUri`; an absolute URI of another scheme (``tel:``) as text."""
+def uri_template(text: str) -> SipUri | str:
+    """Like :func:`parse_uri`, but the result is shared: copy it (:func:`copy_uri`) before use."""
     hit = _URI_CACHE.get(text)
     if hit is not None:
-        return copy_uri(hit)
+        return hit
     uri: SipUri | str
-    scheme = text[:5].partition(":")[0].lower()
-    if scheme in SIP_SCHEMES:
+    scheme = text[:5].lower()
+    if scheme[:4] == "sip:" or scheme == "sips:":
         uri = SipUri.parse(text)
     elif grammar.ABSOLUTE_URI_RE.fullmatch(text) is None:
         raise BadRequest(f"bad URI {text[:80]!r}")
     else:
         uri = text
     if len(text) <= 256:
-        if len(_URI_CACHE) >= 2048:
+        if len(_URI_CACHE) >= 4096:
             _URI_CACHE.clear()
-        _URI_CACHE[text] = copy_uri(uri)
+        _URI_CACHE[text] = uri
     return uri
+
+
+def parse_uri(text: str) -> SipUri | str:
+    """A SIP URI as :class:`SipUri`; an absolute URI of another scheme (``tel:``) as text."""
+    return copy_uri(uri_template(text))

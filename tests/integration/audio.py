@@ -1,8 +1,9 @@
 """Audio helpers for integration tests: generate test tones, check what a peer heard.
 
-Everything is 8 kHz G.711-world audio unless told otherwise: baresip's ``aufile`` source wants an
-8 kHz mono 16-bit WAV, SIPp's ``rtp_stream`` wants headerless G.711 bytes (it sends the file as-is,
-160 bytes per 20 ms packet), SIPp's ``play_pcap_audio`` wants a pcap of Ethernet/IPv4/UDP/RTP frames.
+Everything is 8 kHz G.711-world audio unless told otherwise: baresip's ``aufile`` source wants
+an 8 kHz mono 16-bit WAV, SIPp's ``rtp_stream`` wants headerless G.711 bytes (it sends the file
+as-is, 160 bytes per 20 ms packet), SIPp's ``play_pcap_audio`` wants a pcap of
+Ethernet/IPv4/UDP/RTP frames.
 """
 
 from __future__ import annotations
@@ -33,14 +34,22 @@ __all__ = [
 ]
 
 # RFC 4733 §3.2: event codes for DTMF digits.
-DTMF_EVENTS = {**{str(d): d for d in range(10)}, "*": 10, "#": 11, "A": 12, "B": 13, "C": 14, "D": 15}
+DTMF_EVENTS = {
+    **{str(d): d for d in range(10)},
+    "*": 10,
+    "#": 11,
+    "A": 12,
+    "B": 13,
+    "C": 14,
+    "D": 15,
+}
 
 
 def tone_samples(
     freq_hz: float, seconds: float, rate: int = 8000, amplitude: float = 0.5
 ) -> np.ndarray:
     """A sine tone as int16 samples; ``amplitude`` is a fraction of full scale (0..1)."""
-    n = int(round(seconds * rate))
+    n = round(seconds * rate)
     t = np.arange(n, dtype=np.float64) / rate
     return np.round(np.sin(2 * math.pi * freq_hz * t) * amplitude * 32767).astype(np.int16)
 
@@ -75,7 +84,7 @@ def ulaw_encode(samples: np.ndarray) -> bytes:
     exponent = np.maximum(np.floor(np.log2(mag)).astype(np.int32) - 5, 0)
     mantissa = np.where(exponent > 7, 0x0F, (mag >> (exponent + 1)) & 0x0F)  # past the top: clip
     out = (sign | (np.minimum(exponent, 7) << 4) | mantissa) ^ 0x7F
-    return out.astype(np.uint8).tobytes()
+    return bytes(out.astype(np.uint8).tobytes())
 
 
 def ulaw_decode(data: bytes) -> np.ndarray:
@@ -97,7 +106,7 @@ def alaw_encode(samples: np.ndarray) -> bytes:
     exponent = np.clip(exponent, 0, 7)
     mantissa = np.where(exponent == 0, mag >> 1, mag >> exponent) & 0x0F
     out = (sign | (exponent << 4) | mantissa) ^ 0x55
-    return out.astype(np.uint8).tobytes()
+    return bytes(out.astype(np.uint8).tobytes())
 
 
 def alaw_decode(data: bytes) -> np.ndarray:
@@ -125,7 +134,7 @@ def write_ulaw_raw(
     for integer frequencies.
     """
     path = Path(path)
-    n = max(160, int(round(seconds * 8000)) // 160 * 160)
+    n = max(160, round(seconds * 8000) // 160 * 160)
     samples = tone_samples(freq_hz, n / 8000, 8000, amplitude)
     path.write_bytes(alaw_encode(samples) if alaw else ulaw_encode(samples))
     return path
@@ -242,7 +251,7 @@ def write_rtp_pcap(path: str | Path, packets: list[tuple[float, bytes]], port: i
     for t, rtp in packets:
         frame = _frame(rtp, port, port)
         sec = int(t)
-        usec = int(round((t - sec) * 1_000_000))
+        usec = round((t - sec) * 1_000_000)
         out += struct.pack("<IIII", sec, usec, len(frame), len(frame)) + frame
     path.write_bytes(bytes(out))
     return path
@@ -271,9 +280,7 @@ def write_dtmf_pcap(
         steps = max(1, tone_ms // 20)
         for i in range(steps):
             duration = (i + 1) * 160
-            hdr = struct.pack(
-                "!BBHII", 0x80, (0x80 if i == 0 else 0) | payload_type, seq, ts, ssrc
-            )
+            hdr = struct.pack("!BBHII", 0x80, (0x80 if i == 0 else 0) | payload_type, seq, ts, ssrc)
             packets.append((t, hdr + struct.pack("!BBH", event, 10, duration)))
             seq = (seq + 1) & 0xFFFF
             t += 0.020

@@ -20,16 +20,13 @@ except ImportError:
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    outcome = yield
+    outcome: Any = yield
     rep = outcome.get_result()
-    if rep.when == "call":
-        item.stash[_FAILED] = rep.failed
     reg = item.stash.get(_REGISTRY, None)
     if reg is not None and rep.failed and rep.when in ("call", "setup"):
         rep.sections.append(("peers", reg.describe()))
 
 
-_FAILED = pytest.StashKey[bool]()
 _REGISTRY = pytest.StashKey["peers.ProcessRegistry"]()
 
 

@@ -7,6 +7,7 @@ its state through :meth:`GatewayThread.call` (a function run on the gateway's lo
 from __future__ import annotations
 
 import asyncio
+import random
 import concurrent.futures
 import threading
 import time
@@ -24,11 +25,17 @@ T = TypeVar("T")
 AGENTS = {"1001": "pw-1001", "1002": "pw-1002", "1003": "pw-1003"}
 
 
+def rtp_range(span: int = 200) -> tuple[int, int]:
+    """A random RTP port range below the kernel's ephemeral range (the relay skips busy ports)."""
+    base = 20000 + 2 * random.randrange(0, (32000 - 20000 - span) // 2)
+    return base, base + span - 1
+
+
 def site_config(
     carrier: tuple[str, int],
     store: Path,
     *,
-    rtp_range: tuple[int, int] = (40000, 40999),
+    rtp_range: tuple[int, int] | None = None,
     agents: dict[str, str] | None = None,
     stall_timeout: float = 30.0,
     no_answer_timeout: float = 30.0,
@@ -37,6 +44,7 @@ def site_config(
 ) -> dict[str, Any]:
     """A test site: one carrier trunk, agents 1001-1003, DIDs for an agent and two groups."""
     agents = agents or AGENTS
+    rtp_range = rtp_range or globals()["rtp_range"]()
     doc: dict[str, Any] = {
         "site": {"name": "testsite"},
         "sip": {"listen": "127.0.0.1", "port": 0, "T1": 0.5, "options_ping_interval": 0},

@@ -315,6 +315,9 @@ def _scenario_defaults(scenario: str) -> dict[str, str]:
         "expires": "60",
         "dtmf_ms": "1500",
         "info_digit": "5",
+        "reg_user": "1001",
+        "reg_pass": "secret",
+        "realm": "ccgw",
     }
 
 
@@ -359,7 +362,7 @@ class Sipp(ManagedProcess):
         path = Path(scenario)
         if not path.is_absolute() and (SIPP_DIR / scenario).exists():
             path = SIPP_DIR / scenario
-        self.builtin = not path.suffix == ".xml"
+        self.builtin = path.suffix != ".xml"
         self.scenario = scenario if self.builtin else str(path)
         stem = scenario if self.builtin else path.stem
         super().__init__(name or f"sipp-{stem}-{os.getpid()}-{id(self) % 10000}", workdir, registry)
@@ -406,7 +409,8 @@ class Sipp(ManagedProcess):
                 audio.write_ulaw_raw(tone, self.tone_hz, seconds=1.0)
             self.keys["audio"] = f"{tone},-1,0"
         if "dtmf_pcap" not in self.keys:
-            pcap = self.workdir / f"dtmf_{self.dtmf_digits.replace('*', 's').replace('#', 'p')}.pcap"
+            safe = self.dtmf_digits.replace("*", "s").replace("#", "p")
+            pcap = self.workdir / f"dtmf_{safe}.pcap"
             audio.write_dtmf_pcap(pcap, self.dtmf_digits)
             self.keys["dtmf_pcap"] = str(pcap)
         self.keys.setdefault("sdp_port", str(self.media_port))
@@ -808,9 +812,7 @@ module_app menu.so
         with self._events_cv:
             return list(self._events)
 
-    def wait_event(
-        self, type_: str, timeout: float = 5.0, since: int = 0
-    ) -> dict[str, Any]:
+    def wait_event(self, type_: str, timeout: float = 5.0, since: int = 0) -> dict[str, Any]:
         """First event of ``type_`` (``CALL_INCOMING``, ``CALL_ESTABLISHED``, ``CALL_CLOSED``,
         ``REGISTER_OK``, ...) at index >= ``since`` in :attr:`events`."""
         deadline = time.monotonic() + timeout

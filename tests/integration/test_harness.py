@@ -6,6 +6,7 @@ be trusted.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import pytest
@@ -139,7 +140,9 @@ def test_dtmf_events_and_info(sipp_factory: SippFactory, rtp_peer_factory: RtpFa
     assert res.ok, res.describe()
     assert media.dtmf_digits(101) == "12#", media.rtp()[:5]
     assert "Signal=7" in res.messages()
-    assert uas.wait(10).ok, uas.describe()
+    ures = uas.wait(10)
+    assert ures.ok, ures.describe()
+    assert ures.logged("INFO_DTMF") == ["7"]
 
 
 def test_carrier_uas_logs_dialled_number(sipp_factory: SippFactory) -> None:
@@ -169,8 +172,6 @@ def test_two_baresip_phones_hear_each_other(baresip_factory: BaresipFactory) -> 
     assert a.dial(b.uri)["ok"]
     a.wait_event("CALL_ESTABLISHED", timeout=5)
     b.wait_event("CALL_ESTABLISHED", timeout=5)
-    import time
-
     time.sleep(2.0)
     a.hangup()
     b.wait_event("CALL_CLOSED", timeout=5)
@@ -192,8 +193,6 @@ def test_baresip_dials_sipp_agent(
     phone = baresip_factory("1001", tone_hz=600).start()
     phone.dial(f"sip:2001@{uas.address}")
     phone.wait_event("CALL_ESTABLISHED", timeout=5)
-    import time
-
     time.sleep(1.5)
     phone.hangup()
     res = uas.wait(10)
@@ -203,3 +202,43 @@ def test_baresip_dials_sipp_agent(
     assert dec, phone.describe()
     # SIPp echoed the phone's own tone back
     assert abs(audio.dominant_frequency(dec[-1]) - 600) < 30
+
+
+@pytest.mark.parametrize(
+    ("password", "expect", "valid"), [("secret", 200, "true"), ("wrong", 403, "false")]
+)
+def test_register_against_sipp_registrar(
+    sipp_factory: SippFactory, password: str, expect: int, valid: str
+) -> None:
+    reg = _uas(sipp_factory, "registrar_uas.xml", keys={"reg_user": "1001", "reg_pass": "secret"})
+    res = sipp_factory(
+        "register.xml",
+        remote=reg.address,
+        service="1001",
+        auth=("1001", password),
+        keys={"expect_status": str(expect)},
+    ).run(timeout=10)
+    assert res.ok, res.describe()
+    assert res.final_statuses == [expect]
+    rres = reg.wait(10)
+    assert rres.logged("AUTH_VALID") == [valid], rres.describe()
+
+
+def test_baresip_registers(baresip_factory: BaresipFactory, sipp_factory: SippFactory) -> None:
+    reg = _uas(sipp_factory, "registrar_uas.xml", keys={"reg_user": "1001", "reg_pass": "pw1"})
+    phone = baresip_factory("1001", registrar=reg.address, password="pw1").start()
+    phone.wait_registered(timeout=5)
+    assert reg.wait(5).logged("AUTH_VALID") == ["true"]
+
+
+def test_baresip_manual_answer(baresip_factory: BaresipFactory) -> None:
+    a = baresip_factory("1001").start()
+    b = baresip_factory("1002", answermode="manual").start()
+    a.dial(b.uri)
+    b.wait_event("CALL_INCOMING", timeout=5)
+    time.sleep(0.3)
+    assert not [e for e in b.events if e.get("type") == "CALL_ESTABLISHED"]
+    assert b.accept()["ok"]
+    a.wait_event("CALL_ESTABLISHED", timeout=5)
+    b.hangup()
+    a.wait_event("CALL_CLOSED", timeout=5)

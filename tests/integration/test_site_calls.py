@@ -27,13 +27,7 @@ def make_gateway(tmp_path: Path, carrier_port: int) -> Iterator[Callable[..., Ga
     started: list[GatewayThread] = []
 
     def make(**kw: object) -> GatewayThread:
-        base = peers.free_port("127.0.0.1", "udp", even=True, span=400, step=2)
-        cfg = site_config(
-            ("127.0.0.1", carrier_port),
-            tmp_path / "site.db",
-            rtp_range=(base, base + 399),
-            **kw,  # type: ignore[arg-type]
-        )
+        cfg = site_config(("127.0.0.1", carrier_port), tmp_path / "site.db", **kw)  # type: ignore[arg-type]
         gw = GatewayThread(cfg).__enter__()
         started.append(gw)
         return gw
