@@ -6,7 +6,7 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from gateway.calls.b2bua import B2bua, CallRecord, GroupInfo, TrunkInfo
@@ -230,13 +230,7 @@ class SiteGateway:
             "ccgw_sip_errors_total",
             "SIP errors by cause.",
             ["cause"],
-            callback=lambda: {
-                ("bad_request",): ep.bad_requests,
-                ("unparseable",): ep.dropped,
-                ("refused_source",): ep.refused_source,
-                ("internal",): ep.tu_errors,
-                ("auth_failed",): e.auth_failed,
-            },
+            callback=self._error_samples,
         )
         g("ccgw_registrations_total", "Successful REGISTERs.", lambda: e.registrations)
         g("ccgw_registered_contacts", "Live agent bindings.", self.registrar.bindings_count)
@@ -254,8 +248,21 @@ class SiteGateway:
             "ccgw_rtp_packets_total",
             "RTP packets relayed, by direction.",
             ["direction"],
-            callback=lambda: {(k,): float(v) for k, v in self.relay_totals().items()},
+            callback=self._rtp_samples,
         )
+
+    def _error_samples(self) -> Mapping[tuple[str, ...], float]:
+        ep, e = self.endpoint.counters, self.edge.counters
+        return {
+            ("bad_request",): ep.bad_requests,
+            ("unparseable",): ep.dropped,
+            ("refused_source",): ep.refused_source,
+            ("internal",): ep.tu_errors,
+            ("auth_failed",): e.auth_failed,
+        }
+
+    def _rtp_samples(self) -> Mapping[tuple[str, ...], float]:
+        return {(k,): float(v) for k, v in self.relay_totals().items()}
 
     def relay_totals(self) -> dict[str, int]:
         """RTP packets relayed, by direction (``in``: received from a leg, ``out``: sent)."""

@@ -190,7 +190,8 @@ def _show(gw: SiteGateway, elapsed: float, phones: int) -> None:
     line = (
         f"\r[{gw.cfg.site.name} {elapsed:5.0f}s] agents {gw.registrar.bindings_count()}/{phones}"
         f" | active {gw.b2bua.active_calls:3d} | offered {b.offered:4d} answered {b.answered:4d}"
-        f" failed {b.failed:3d} | rtp pkts in {rtp['in']:7d} out {rtp['out']:7d} | cdrs {gw.cdrs_written:4d} "
+        f" failed {b.failed:3d} | rtp in {rtp['in']:7d} out {rtp['out']:7d}"
+        f" | cdrs {gw.cdrs_written:4d} "
     )
     sys.stdout.write(line)
     sys.stdout.flush()

@@ -581,9 +581,13 @@ class B2bua:
         # 3xx-6xx: this fork failed (the layer sent the ACK).
         leg.ended = True
         leg.status = status
-        if status in (401, 407) and not leg.auth_tried and call.direction == "outbound":
-            if self._retry_with_auth(call, leg, resp):
-                return
+        if (
+            status in (401, 407)
+            and not leg.auth_tried
+            and call.direction == "outbound"
+            and self._retry_with_auth(call, leg, resp)
+        ):
+            return
         if call.state != "ringing":
             return
         call.best_status = _better_status(call.best_status, status)

@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 
 class Peer(NamedTuple):
-    """A remote end: ``transport`` is ``"UDP"``, ``"TCP"`` or ``"TLS"``; ``host`` is an IP literal."""
+    """A remote end: ``transport`` is ``"UDP"``, ``"TCP"`` or ``"TLS"``; ``host`` an IP literal."""
 
     transport: str
     host: str

@@ -39,7 +39,7 @@ class _Connection(asyncio.Protocol):
             self.peer = Peer("TCP", host, port)
         self.owner.connections[(self.peer.host, self.peer.port)] = self
         for data in self.pending:
-            transport.write(data)
+            self.transport.write(data)
         self.pending.clear()
 
     def data_received(self, data: bytes) -> None:

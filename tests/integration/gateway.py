@@ -7,8 +7,8 @@ its state through :meth:`GatewayThread.call` (a function run on the gateway's lo
 from __future__ import annotations
 
 import asyncio
-import random
 import concurrent.futures
+import random
 import threading
 import time
 from collections.abc import Callable

@@ -38,7 +38,9 @@ def _carrier_log_invites(carrier: peers.Sipp) -> int:
 def test_unauthenticated_invite_to_pstn_is_challenged_never_forwarded(
     gw: GatewayThread, sipp_factory: Callable[..., peers.Sipp], carrier_port: int
 ) -> None:
-    carrier = sipp_factory("carrier_uas.xml", local_host=CARRIER, local_port=carrier_port, timeout=8).start()
+    carrier = sipp_factory(
+        "carrier_uas.xml", local_host=CARRIER, local_port=carrier_port, timeout=8
+    ).start()
     fraud = sipp_factory(
         "carrier_uac_expect_error.xml", gw.sip, service=EXTERNAL, keys={"expect_status": "any"},
         timeout=8,
@@ -56,7 +58,9 @@ def test_unauthenticated_invite_to_pstn_is_challenged_never_forwarded(
 def test_wrong_password_and_unknown_user_get_the_same_403(
     gw: GatewayThread, sipp_factory: Callable[..., peers.Sipp], carrier_port: int, user: str
 ) -> None:
-    carrier = sipp_factory("carrier_uas.xml", local_host=CARRIER, local_port=carrier_port, timeout=8).start()
+    carrier = sipp_factory(
+        "carrier_uas.xml", local_host=CARRIER, local_port=carrier_port, timeout=8
+    ).start()
     fraud = sipp_factory(
         "invite_auth.xml", gw.sip, service=EXTERNAL, auth=(user, "wrong-password"),
         extra_args=["-auth_uri", f"{EXTERNAL}@{gw.sip}"], timeout=8,
@@ -70,7 +74,9 @@ def test_wrong_password_and_unknown_user_get_the_same_403(
 def test_authenticated_agent_reaches_the_pstn(
     gw: GatewayThread, sipp_factory: Callable[..., peers.Sipp], carrier_port: int
 ) -> None:
-    carrier = sipp_factory("carrier_uas.xml", local_host=CARRIER, local_port=carrier_port, timeout=15).start()
+    carrier = sipp_factory(
+        "carrier_uas.xml", local_host=CARRIER, local_port=carrier_port, timeout=15
+    ).start()
     agent = sipp_factory(
         "invite_auth.xml", gw.sip, service=EXTERNAL, auth=("1001", AGENTS["1001"]),
         extra_args=["-auth_uri", f"{EXTERNAL}@{gw.sip}"], keys={"caller": "1001"}, timeout=10,
@@ -117,7 +123,8 @@ def _garbage() -> list[bytes]:
         b"INVITE sip:x SIP/2.0\r\n",
         b"SIP/2.0 200\r\n\r\n",
         b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:1;branch=z9hG4bKx\r\n"
-        + b"X: " + b"a" * 70000,
+        + b"X: "
+        + b"a" * 70000,
         b"\r\n\r\n",
         bytes(range(256)),
     ]
@@ -166,7 +173,9 @@ def test_malformed_datagrams_leave_a_call_in_progress_unharmed(
     assert sent > 40
     # Every answer is a well-formed response (the RFC 4475 set has valid messages too, which
     # get their 200/404/...), most of them 400 naming the cause; nothing crashed.
-    assert all(a.startswith(b"SIP/2.0 ") for a in answers), [a[:300] for a in answers if not a.startswith(b"SIP/2.0 ")]
+    assert all(a.startswith(b"SIP/2.0 ") for a in answers), [
+        a[:300] for a in answers if not a.startswith(b"SIP/2.0 ")
+    ]
     bad = [a for a in answers if a.startswith(b"SIP/2.0 400")]
     assert len(bad) >= 10, answers
     assert sum(b"Warning: 399" in a for a in bad) >= 10  # the parse error, named
