@@ -6,10 +6,11 @@ import asyncio
 import logging
 import secrets
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from gateway.calls.b2bua import B2bua, CallRecord, GroupInfo, TrunkInfo
+from gateway.calls.b2bua import B2bua, Call, CallRecord, GroupInfo, TrunkInfo
 from gateway.config import SiteConfig
 from gateway.edge.guard import Guard
 from gateway.edge.registrar import Registrar
@@ -72,6 +73,8 @@ class SiteGateway:
         self.http_port = 0
         self.cdrs_written = 0
         self.cdr_errors = 0
+        self.dtmf_total = 0
+        self.dtmf_recent: deque[tuple[str, str, str]] = deque(maxlen=256)  # (call, leg, digit)
 
     async def start(self) -> None:
         """Bind every socket and start serving."""
@@ -154,6 +157,7 @@ class SiteGateway:
             no_answer_timeout=cfg.dialplan.no_answer_timeout,
             user_agent=cfg.sip.user_agent,
             on_record=self._write_cdr,
+            on_dtmf=self._on_dtmf,
         )
         ep.tu = self.b2bua
         self.edge.start(loop)
@@ -172,6 +176,11 @@ class SiteGateway:
             cfg.http.listen,
             self.http_port,
         )
+
+    def _on_dtmf(self, call: Call, leg: str, digit: str) -> None:
+        # The IVR (contact-centre issue) consumes these; for now they are counted and kept.
+        self.dtmf_total += 1
+        self.dtmf_recent.append((call.a.call_id, leg, digit))
 
     def _write_cdr(self, rec: CallRecord) -> None:
         try:
@@ -242,6 +251,11 @@ class SiteGateway:
             lambda: e.throttled,
         )
         g("ccgw_media_sessions", "Open RTP relay sessions.", lambda: self.relay.active_sessions)
+        g(
+            "ccgw_dtmf_digits_total",
+            "DTMF digits received (RFC 4733 and INFO).",
+            lambda: self.dtmf_total,
+        )
         g("ccgw_cdrs_written_total", "CDRs written to the site store.", lambda: self.cdrs_written)
         g("ccgw_outbox_depth", "Outbox rows not yet acknowledged by HQ.", self.store.outbox_depth)
         r.counter(

@@ -183,3 +183,22 @@ def test_hold_and_resume_pass_through(
     msgs = result.messages()
     # The hold answer the carrier got says the phone will only receive (or nothing).
     assert "a=recvonly" in msgs or "a=inactive" in msgs, msgs[-3000:]
+
+
+def test_dtmf_by_rfc4733_and_info_is_reported_once_each(
+    make_gateway: Callable[..., GatewayThread],
+    sipp_factory: Callable[..., peers.Sipp],
+    baresip_factory: Callable[..., peers.Baresip],
+    carrier_port: int,
+) -> None:
+    gw = make_gateway()
+    _agent(baresip_factory, gw, "1001")
+    carrier = sipp_factory(
+        "carrier_uac_dtmf.xml", gw.sip, local_port=carrier_port, service="+861000",
+        dtmf_digits="42", keys={"info_digit": "7"}, timeout=25,
+    )  # fmt: skip
+    result = carrier.start().wait(30)
+    assert result.ok, result.describe()
+    digits = gw.call(lambda: [d for _, leg, d in gw.gw.dtmf_recent if leg == "a"])
+    assert digits == ["4", "2", "7"], digits
+    assert "ccgw_dtmf_digits_total 3" in gw.metrics()

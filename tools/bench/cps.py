@@ -473,7 +473,7 @@ def search(opts: Options, ladder: list[int], refine: int, state: SearchState) ->
 
 def summarize(state: SearchState, ladder: list[int]) -> dict[str, Any]:
     """The report: each system's highest passing rate, its steps, the ratio, the memory."""
-    results, failed_at, active = state.results, state.failed_at, state.active
+    results, active = state.results, state.active
     generator_failed_at = state.generator_failed_at
     gen_passes = [s["rate"] for s in results["generator"] if s["passed"]]
     report: dict[str, Any] = {
@@ -493,10 +493,13 @@ def summarize(state: SearchState, ladder: list[int]) -> dict[str, Any]:
             "max_cps": best["rate"] if best else 0,
             "failed_at_cps": min((s["rate"] for s in steps if not s["passed"]), default=None),
         }
-        entry["limited_by_generator"] = (
-            failed_at[name] is None
-            and best is not None
-            and (generator_failed_at is not None or best["rate"] == ladder[-1])
+        # why the search stopped below this system's own limit, if it did
+        entry["limited_by"] = (
+            None
+            if entry["failed_at_cps"] is not None
+            else "generator"
+            if generator_failed_at is not None
+            else "ladder"
         )
         if best is not None:
             entry["cpu_pct_at_max"] = best.get("sut_cpu_pct")
@@ -513,10 +516,10 @@ def summarize(state: SearchState, ladder: list[int]) -> dict[str, Any]:
     if "gateway" in report and "kamailio" in report:
         gw, k = report["gateway"]["max_cps"], report["kamailio"]["max_cps"]
         report["ratio_gateway_to_kamailio"] = round(gw / k, 3) if k else None
-        if report["kamailio"]["limited_by_generator"]:
+        if report["kamailio"]["limited_by"]:
             report["ratio_note"] = (
-                "Kamailio was limited by the generator, so its true rate is higher and the "
-                "ratio is an upper bound"
+                f"Kamailio never failed (stopped by the {report['kamailio']['limited_by']}): "
+                "its true rate is higher and the ratio an upper bound"
             )
     if "gateway" in report:
         report["target_cps"] = TARGET_CPS
