@@ -202,3 +202,117 @@ def test_dtmf_by_rfc4733_and_info_is_reported_once_each(
     digits = gw.call(lambda: [d for _, leg, d in gw.gw.dtmf_recent if leg == "a"])
     assert digits == ["4", "2", "7"], digits
     assert "ccgw_dtmf_digits_total 3" in gw.metrics()
+
+
+def _register_sipp(sipp_factory: Callable[..., peers.Sipp], gw: GatewayThread, ext: str) -> int:
+    """Register ``ext`` from a fresh port with SIPp; return the port (a SIPp UAS listens there)."""
+    port = peers.free_port("127.0.0.1", "udp")
+    reg = sipp_factory(
+        "register.xml", gw.sip, local_port=port, service=ext, auth=(ext, AGENTS[ext]),
+        extra_args=["-auth_uri", gw.sip], timeout=10,
+    )  # fmt: skip
+    assert reg.start().wait(15).ok, reg.result().describe()
+    return port
+
+
+def test_ring_all_rings_every_agent_and_exactly_one_wins(
+    make_gateway: Callable[..., GatewayThread],
+    sipp_factory: Callable[..., peers.Sipp],
+    baresip_factory: Callable[..., peers.Baresip],
+    carrier_port: int,
+) -> None:
+    gw = make_gateway()
+    phones = [_agent(baresip_factory, gw, ext, answermode="manual") for ext in AGENTS]
+    carrier = sipp_factory(
+        "carrier_uac.xml", gw.sip, local_port=carrier_port, service="+862000",
+        keys={"talk_ms": "1500"}, timeout=20,
+    )  # fmt: skip
+    carrier.start()
+    for p in phones:
+        p.wait_event("CALL_INCOMING", 10)
+    phones[1].accept()
+    result = carrier.wait(20)
+    assert result.ok, result.describe()
+    # The two others stopped ringing (CANCEL), the winner talked until the carrier's BYE.
+    for p in phones:
+        p.wait_event("CALL_CLOSED", 5)
+    established = [
+        p.ext for p in phones if any(e.get("type") == "CALL_ESTABLISHED" for e in p.events)
+    ]
+    assert established == ["1002"], established
+    gw.wait_for(lambda: len(gw.gw.store.recent_cdrs(5)) == 1, 5, "the CDR")
+    cdr = _cdrs(gw)[0]
+    assert cdr.agent == "1002" and cdr.destination == "group:all"
+
+
+def test_ring_all_race_of_two_answers_keeps_one_and_hangs_up_the_other(
+    make_gateway: Callable[..., GatewayThread],
+    sipp_factory: Callable[..., peers.Sipp],
+    baresip_factory: Callable[..., peers.Baresip],
+    carrier_port: int,
+) -> None:
+    gw = make_gateway()
+    phones = [_agent(baresip_factory, gw, ext) for ext in ("1001", "1002")]  # both auto-answer
+    carrier = sipp_factory(
+        "carrier_uac.xml", gw.sip, local_port=carrier_port, service="+862000",
+        keys={"talk_ms": "2000"}, timeout=20,
+    )  # fmt: skip
+    result = carrier.start().wait(20)
+    assert result.ok, result.describe()
+    gw.wait_for(lambda: gw.gw.b2bua.active_calls == 0, 5, "the call to end")
+    # Whatever the race, one call reached the carrier and no phone is left in a call.
+    for p in phones:
+        p.wait_event("CALL_CLOSED", 5)
+    assert gw.call(lambda: gw.gw.b2bua.counters.answered) == 1
+    assert gw.call(lambda: gw.gw.relay.active_sessions) == 0
+
+
+def test_hunt_group_tries_agents_in_order(
+    make_gateway: Callable[..., GatewayThread],
+    sipp_factory: Callable[..., peers.Sipp],
+    baresip_factory: Callable[..., peers.Baresip],
+    carrier_port: int,
+) -> None:
+    gw = make_gateway(ring_timeout=1.0)
+    quiet = [_agent(baresip_factory, gw, ext, answermode="manual") for ext in ("1001", "1002")]
+    last = _agent(baresip_factory, gw, "1003")
+    carrier = sipp_factory(
+        "carrier_uac.xml", gw.sip, local_port=carrier_port, service="+863000",
+        keys={"talk_ms": "1000"}, timeout=20,
+    )  # fmt: skip
+    t0 = time.monotonic()
+    result = carrier.start().wait(20)
+    assert result.ok, result.describe()
+    assert time.monotonic() - t0 > 2.0  # two ring timeouts passed before 1003 answered
+    rang = [p.wait_event("CALL_INCOMING", 1)["_t"] for p in quiet]
+    rang.append(last.wait_event("CALL_ESTABLISHED", 1)["_t"])  # auto-answer: no INCOMING event
+    assert rang == sorted(rang), rang
+    for p in quiet:
+        p.wait_event("CALL_CLOSED", 2)
+    gw.wait_for(lambda: len(gw.gw.store.recent_cdrs(5)) == 1, 5, "the CDR")
+    assert _cdrs(gw)[0].agent == "1003"
+
+
+def test_stalled_media_ends_the_call(
+    make_gateway: Callable[..., GatewayThread],
+    sipp_factory: Callable[..., peers.Sipp],
+    carrier_port: int,
+) -> None:
+    gw = make_gateway(stall_timeout=2.0)
+    port = _register_sipp(sipp_factory, gw, "1001")
+    agent = sipp_factory("agent_uas.xml", local_port=port, timeout=20).start()  # sends no RTP
+    # SIPp's built-in uac sends no RTP either, and would hold the call for 30 s.
+    carrier = sipp_factory(
+        "uac", gw.sip, local_port=carrier_port, service="+861000",
+        extra_args=["-d", "30000"], timeout=20,
+    )  # fmt: skip
+    carrier.start()
+    gw.wait_for(lambda: gw.gw.b2bua.counters.answered == 1, 10, "the answer")
+    t0 = time.monotonic()
+    gw.wait_for(lambda: gw.gw.b2bua.counters.stalled == 1, 6, "the stall")
+    assert time.monotonic() - t0 < 4.5
+    assert agent.wait(10).ok  # the agent got its BYE and answered it
+    gw.wait_for(lambda: len(gw.gw.store.recent_cdrs(5)) == 1, 5, "the CDR")
+    cdr = _cdrs(gw)[0]
+    assert cdr.hangup_side == "system" and "Media" in cdr.cause_text
+    carrier.stop()
