@@ -137,6 +137,7 @@ class SiteGateway:
                 tuple(Peer(t.transport.upper(), p.host, p.port) for p in t.peers),
                 t.username,
                 t.password,
+                t.inbound_auth,
             )
             for t in cfg.trunks
         }

@@ -81,6 +81,12 @@ class Edge(Protocol):
         """The agent extension of an authenticated INVITE, or None after answering 407/403."""
         ...
 
+    def authenticate_trunk(
+        self, txn_id: str, request: Request, peer: Peer, username: str, password: str
+    ) -> bool:
+        """A carrier INVITE on a trunk that requires digest; False after answering 407/403."""
+        ...
+
     def handle_response(self, txn_id: str, response: Response) -> bool:
         """Responses to the edge's own requests (OPTIONS keep-alives); True if it was one."""
         ...
@@ -102,6 +108,7 @@ class TrunkInfo:
     peers: tuple[Peer, ...]
     username: str | None = None
     password: str | None = None
+    inbound_auth: bool = False  # the carrier's INVITEs must carry our digest credentials too
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,6 +377,17 @@ class B2bua:
         caller = _caller_of(req)
         trunk = self.trunk_of(peer)
         if trunk is not None:
+            info = self.trunks[trunk]
+            if (
+                info.inbound_auth
+                and info.username
+                and info.password is not None
+                and not self.edge.authenticate_trunk(
+                    txn_id, req, peer, info.username, info.password
+                )
+            ):
+                self.counters.refused += 1
+                return
             direction = "inbound"
             dest = self._route_inbound(trunk, dialled)
             agent: str | None = None

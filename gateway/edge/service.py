@@ -128,8 +128,19 @@ class EdgeService:
             return True
         return False
 
-    def _authenticate(self, txn_id: str, req: Request, peer: Peer, *, proxy: bool) -> str | None:
-        """The authenticated user, or None once a challenge or a 403 has been sent."""
+    def _authenticate(
+        self,
+        txn_id: str,
+        req: Request,
+        peer: Peer,
+        *,
+        proxy: bool,
+        passwords: Mapping[str, str] | None = None,
+    ) -> str | None:
+        """The authenticated user, or None once a challenge or a 403 has been sent.
+
+        ``passwords`` (user → password) defaults to the agents'.
+        """
         now = self.clock()
         header = "proxy-authorization" if proxy else "authorization"
         values = req.headers.get_all(header) or req.headers.get_all(
@@ -144,7 +155,7 @@ class EdgeService:
         if creds is None:
             self._challenge(txn_id, req, proxy=proxy, stale=False)
             return None
-        password = self.agents.get(creds.username)
+        password = (self.agents if passwords is None else passwords).get(creds.username)
         result = self.auth.verify(creds, req.method, req.uri, password, now)
         if result is AuthResult.STALE:
             self._challenge(txn_id, req, proxy=proxy, stale=True)
@@ -183,6 +194,16 @@ class EdgeService:
     def authenticate_invite(self, txn_id: str, req: Request, peer: Peer) -> str | None:
         """An INVITE not from a trunk: only an authenticated agent may call (toll-fraud guard)."""
         return self._authenticate(txn_id, req, peer, proxy=True)
+
+    def authenticate_trunk(
+        self, txn_id: str, req: Request, peer: Peer, username: str, password: str
+    ) -> bool:
+        """A carrier INVITE on a trunk with ``inbound_auth``: its digest must name the trunk's
+        own user and password; False after a challenge or a 403 has been sent."""
+        return (
+            self._authenticate(txn_id, req, peer, proxy=True, passwords={username: password})
+            is not None
+        )
 
     def _register(self, txn_id: str, req: Request, peer: Peer) -> None:
         user = self._authenticate(txn_id, req, peer, proxy=False)

@@ -40,6 +40,7 @@ def site_config(
     stall_timeout: float = 30.0,
     no_answer_timeout: float = 30.0,
     ring_timeout: float = 20.0,
+    inbound_auth: bool = False,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A test site: one carrier trunk, agents 1001-1003, DIDs for an agent and two groups."""
@@ -69,6 +70,7 @@ def site_config(
                     "+863000": "group:hunt",
                 },
                 "default_destination": "agent:1001",
+                "inbound_auth": inbound_auth,
             }
         ],
         "agents": [{"extension": e, "password": p} for e, p in agents.items()],

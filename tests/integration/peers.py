@@ -269,7 +269,7 @@ class SippResult:
 
     @property
     def ok(self) -> bool:
-        return self.returncode == 0 and self.failed == 0 and self.successful > 0
+        return self.returncode == 0 and self.failed == 0 and self.successful > 0 and not self.killed
 
     @property
     def final_statuses(self) -> list[int]:
@@ -462,19 +462,21 @@ class Sipp(ManagedProcess):
         raise RuntimeError(f"SIPp did not bind {self.address}\n{self.describe()}")
 
     def stop(self) -> None:
-        """End the run now: two SIGUSR1 make SIPp abort its calls and write its final stats
-        (one only stops new calls); SIGKILL if it still runs after 3 s."""
+        """End the run now. Two SIGUSR1 ask SIPp to abort its calls and exit (one only stops
+        new calls), but with an INVITE still retransmitting 3.6.1 keeps running; SIGTERM then
+        exits at once through sipp_exit(), which still writes the final stats. SIGKILL last."""
         if not self.running():
             return
         self.killed = True
-        self.signal(signal.SIGUSR1)
-        time.sleep(0.05)
-        self.signal(signal.SIGUSR1)
         assert self.proc is not None
-        try:
-            self.proc.wait(3)
-        except subprocess.TimeoutExpired:
-            self.kill(0.5)
+        for sig, wait in ((signal.SIGUSR1, 0.05), (signal.SIGUSR1, 0.5), (signal.SIGTERM, 2.0)):
+            self.signal(sig)
+            try:
+                self.proc.wait(wait)
+                return
+            except subprocess.TimeoutExpired:
+                pass
+        self.kill(0.5)
 
     def wait(self, timeout: float | None = None) -> SippResult:
         """Wait for SIPp to end (default: its -timeout plus 5 s), forcing it if needed."""
@@ -696,12 +698,12 @@ module_app menu.so
                 self._send({"command": "quit"})
             assert self.proc is not None
             with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(2)
+                self.proc.wait(1.0)  # longer only if it is unregistering from a dead registrar
         if self._sock is not None:
             with contextlib.suppress(OSError):
                 self._sock.close()
             self._sock = None
-        self.kill()
+        self.kill(0.5)
 
     def __enter__(self) -> Baresip:
         if self.proc is None:

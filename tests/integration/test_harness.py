@@ -38,7 +38,7 @@ def test_free_port_ranges() -> None:
 
 def test_builtin_uac_to_uas(sipp_factory: SippFactory) -> None:
     uas = _uas(sipp_factory, "uas")
-    res = sipp_factory("uac", remote=uas.address, timeout=10).run()
+    res = sipp_factory("uac", remote=uas.address, timeout=10, extra_args=["-d", "100"]).run()
     assert res.ok and res.successful == 1, res.describe()
     ures = uas.wait(10)
     assert ures.ok, ures.describe()

@@ -187,3 +187,44 @@ def test_malformed_datagrams_leave_a_call_in_progress_unharmed(
     cdr = gw.call(lambda: gw.gw.store.recent_cdrs(5))[0]
     assert cdr.answer_ts is not None and cdr.hangup_side == "caller"
     assert "ccgw_sip_errors_total" in gw.metrics()
+
+
+def test_outbound_call_answers_the_carriers_challenge(
+    gw: GatewayThread, sipp_factory: Callable[..., peers.Sipp], carrier_port: int
+) -> None:
+    carrier = sipp_factory(
+        "carrier_uas_auth.xml", local_host=CARRIER, local_port=carrier_port, timeout=15,
+        keys={"trunk_user": "gw", "trunk_pass": "trunk-secret"},
+    )  # fmt: skip
+    carrier.start()
+    agent = sipp_factory(
+        "invite_auth.xml", gw.sip, service=EXTERNAL, auth=("1001", AGENTS["1001"]),
+        extra_args=["-auth_uri", f"{EXTERNAL}@{gw.sip}"], keys={"caller": "1001"}, timeout=10,
+    )  # fmt: skip
+    result = agent.start().wait(15)
+    assert result.final_statuses == [200], result.describe()
+    assert carrier.wait(10).ok, carrier.result().describe()
+    assert any("AUTH_VALID true" in line for line in carrier.result().log_lines)
+
+
+@pytest.mark.parametrize(("password", "status"), [("trunk-secret", 200), ("wrong", 403)])
+def test_trunk_with_inbound_auth_needs_the_carriers_digest(
+    tmp_path: Path,
+    sipp_factory: Callable[..., peers.Sipp],
+    baresip_factory: Callable[..., peers.Baresip],
+    carrier_port: int,
+    password: str,
+    status: int,
+) -> None:
+    cfg = site_config((CARRIER, carrier_port), tmp_path / "site.db", inbound_auth=True)
+    with GatewayThread(cfg) as gw:
+        phone = baresip_factory("1001", registrar=gw.sip, password=AGENTS["1001"])
+        phone.start()
+        phone.wait_registered(10)
+        carrier = sipp_factory(
+            "invite_auth.xml", gw.sip, local_host=CARRIER, local_port=carrier_port,
+            service="+861000", auth=("gw", password),
+            extra_args=["-auth_uri", f"+861000@{gw.sip}"], timeout=10,
+        )  # fmt: skip
+        result = carrier.start().wait(15)
+        assert result.final_statuses == [status], result.describe()

@@ -277,24 +277,17 @@ def _build(workdir: Path, cc: str) -> Path:
     return out
 
 
+def _gen_argv(gen: Path, mode: str, calls: int, opt: argparse.Namespace) -> list[str]:
+    argv = [str(gen), "-m", mode, "-n", str(calls), "-w", str(opt.warmup), "-d", str(opt.duration)]
+    if opt.spin:
+        argv.append("-s")
+    return _pinned(opt.gen_core, argv, opt.priority)
+
+
 def _run_direct(gen: Path, calls: int, opt: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     child = _Child(
         "rtpgen-direct",
-        _pinned(
-            opt.gen_core,
-            [
-                str(gen),
-                "-m",
-                "direct",
-                "-n",
-                str(calls),
-                "-w",
-                str(opt.warmup),
-                "-d",
-                str(opt.duration),
-            ],
-            opt.priority,
-        ),
+        _gen_argv(gen, "direct", calls, opt),
         workdir,
     )
     try:
@@ -325,21 +318,7 @@ def _run_relay(gen: Path, calls: int, opt: argparse.Namespace, workdir: Path) ->
         ports = server.expect("ports", 60 + calls / 50)["ports"]
         child = _Child(
             "rtpgen-relay",
-            _pinned(
-                opt.gen_core,
-                [
-                    str(gen),
-                    "-m",
-                    "relay",
-                    "-n",
-                    str(calls),
-                    "-w",
-                    str(opt.warmup),
-                    "-d",
-                    str(opt.duration),
-                ],
-                opt.priority,
-            ),
+            _gen_argv(gen, "relay", calls, opt),
             workdir,
         )
         phones = child.expect("phones", 30)["phones"]
@@ -429,6 +408,7 @@ def _env(opt: argparse.Namespace) -> dict[str, Any]:
         "generator_core": opt.gen_core,
         "pinned": shutil.which("taskset") is not None,
         "priority": opt.priority,
+        "generator_busy_poll": opt.spin,
     }
 
 

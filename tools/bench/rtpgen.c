@@ -106,7 +106,7 @@ static uint64_t percentile(const uint32_t *hist, uint64_t total, double q, uint6
 static void usage(void) {
     fprintf(stderr,
             "usage: rtpgen -n CALLS [-m relay|direct] [-w WARMUP_S] [-d DURATION_S] [-r PPS]\n"
-            "              [-q QUANTUM_US] [-D DRAIN_MS]\n");
+            "              [-q QUANTUM_US] [-D DRAIN_MS] [-s]\n");
     exit(2);
 }
 
@@ -117,8 +117,9 @@ int main(int argc, char **argv) {
     long rate = 50;          /* packets per second per stream: 50 = 20 ms ptime */
     long quantum_us = 50;    /* sends due within this much are batched in one wake-up */
     long drain_ms = 500;
+    int spin = 0;
     int opt;
-    while ((opt = getopt(argc, argv, "n:m:w:d:r:q:D:")) != -1) {
+    while ((opt = getopt(argc, argv, "n:m:w:d:r:q:D:s")) != -1) {
         switch (opt) {
         case 'n': calls = atol(optarg); break;
         case 'm':
@@ -131,6 +132,7 @@ int main(int argc, char **argv) {
         case 'r': rate = atol(optarg); break;
         case 'q': quantum_us = atol(optarg); break;
         case 'D': drain_ms = atol(optarg); break;
+        case 's': spin = 1; break;
         default: usage();
         }
     }
@@ -296,7 +298,9 @@ int main(int argc, char **argv) {
         else
             wake = end_at + (uint64_t)drain_ms * 1000000ULL;
         uint64_t timeout = wake > now ? wake - now : 0;
-        if (timeout < quantum && s < total_slots)
+        if (spin)
+            timeout = 0; /* busy-poll: the relay never pays for waking us up */
+        else if (timeout < quantum && s < total_slots)
             timeout = quantum;
         int n = wait_events(epfd, evs, timeout);
         wakeups++;
