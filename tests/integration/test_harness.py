@@ -227,7 +227,7 @@ def test_register_against_sipp_registrar(
 def test_baresip_registers(baresip_factory: BaresipFactory, sipp_factory: SippFactory) -> None:
     reg = _uas(sipp_factory, "registrar_uas.xml", keys={"reg_user": "1001", "reg_pass": "pw1"})
     phone = baresip_factory("1001", registrar=reg.address, password="pw1").start()
-    phone.wait_registered(timeout=5)
+    phone.wait_registered(timeout=10)
     assert reg.wait(5).logged("AUTH_VALID") == ["true"]
 
 

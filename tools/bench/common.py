@@ -29,6 +29,9 @@ __all__ = [
     "Child",
     "ProcSampler",
     "SippStats",
+    "core_times",
+    "cores_busy_percent",
+    "cpu_list",
     "cpu_seconds",
     "free_udp_port",
     "process_tree",
@@ -150,6 +153,39 @@ def cpu_seconds(pids: Iterable[int]) -> float:
             # proc(5): utime is field 14, stime 15 (1-based; fields[0] here is field 3)
             total += int(fields[11]) + int(fields[12])
     return total / CLK_TCK
+
+
+def core_times() -> dict[int, tuple[int, int]]:
+    """Per core: (busy, total) jiffies since boot, from /proc/stat (busy excludes idle, iowait)."""
+    out: dict[int, tuple[int, int]] = {}
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *vals = line.split()
+        if name.startswith("cpu") and name[3:].isdigit():
+            v = [int(x) for x in vals[:8]]
+            total = sum(v)
+            out[int(name[3:])] = (total - v[3] - v[4], total)
+    return out
+
+
+def cores_busy_percent(
+    before: dict[int, tuple[int, int]], after: dict[int, tuple[int, int]], cores: Iterable[int]
+) -> float:
+    """Mean busy % of ``cores`` between two :func:`core_times` snapshots (100 = one full core)."""
+    busy = total = 0
+    for c in cores:
+        if c in before and c in after:
+            busy += after[c][0] - before[c][0]
+            total += after[c][1] - before[c][1]
+    return round(100.0 * busy / total, 1) if total else 0.0
+
+
+def cpu_list(text: str) -> list[int]:
+    """A taskset CPU list (``"0"``, ``"0,2"``, ``"1-3"``) as core numbers."""
+    out: list[int] = []
+    for part in text.split(","):
+        lo, _, hi = part.strip().partition("-")
+        out.extend(range(int(lo), int(hi or lo) + 1))
+    return out
 
 
 def rss_kb(pid: int, key: str = "VmRSS") -> int:

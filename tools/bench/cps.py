@@ -45,6 +45,9 @@ from tools.bench.common import (
     SIPP_DIR,
     Child,
     ProcSampler,
+    core_times,
+    cores_busy_percent,
+    cpu_list,
     cpu_seconds,
     free_udp_port,
     process_tree,
@@ -60,7 +63,9 @@ DID = "+861000"
 AGENT, AGENT_PASSWORD = "1001", "bench-secret-1001"
 KAMAILIO_CFG = Path(__file__).resolve().parent / "kamailio" / "kamailio.cfg"
 KAMAILIO_MPATHS = ("/usr/lib/x86_64-linux-gnu/kamailio/modules", "/usr/lib/kamailio/modules")
-RTP_RANGE = (20000, 32766)  # below the kernel's ephemeral range, where the harness's ports live
+# below the kernel's ephemeral range (where the harness's own ports come from) and below the
+# 20000-31999 the example sites, the integration tests and the rtp bench use
+RTP_RANGE = (10000, 19999)
 LADDER = (50, 100, 200, 300, 400, 500, 600, 800, 1000, 1200, 1500, 2000, 2500, 3000, 4000, 5000)
 TARGET_CPS = 300
 SYSTEMS = ("gateway", "kamailio")
@@ -339,12 +344,15 @@ def run_step(kind: type[System], rate: int, opts: Options, root: Path) -> dict[s
             uac = Child("uac", argv, workdir, cpus=opts.gen_cpus)
             system.children.append(uac)
             gen_pids = [uac.pid, uas.pid]
-            gen_cpu0, t0 = cpu_seconds(gen_pids), time.monotonic()
+            gen_cpu0, t0, cores0 = cpu_seconds(gen_pids), time.monotonic(), core_times()
             rc = uac.wait(opts.seconds + 50)
-            gen_cpu1, t1 = cpu_seconds(gen_pids), time.monotonic()
+            gen_cpu1, t1, cores1 = cpu_seconds(gen_pids), time.monotonic(), core_times()
             if rc is None:
                 uac.stop()
         out["gen_cpu_pct"] = round(100 * (gen_cpu1 - gen_cpu0) / max(t1 - t0, 1e-9), 1)
+        # the machine may be shared: how busy both cores were, whoever used them
+        out["sut_core_busy_pct"] = cores_busy_percent(cores0, cores1, cpu_list(opts.sut_cpus))
+        out["gen_core_busy_pct"] = cores_busy_percent(cores0, cores1, cpu_list(opts.gen_cpus))
         st = read_sipp_stats(stat)
         if st is None:
             raise StepFailed(f"SIPp uac wrote no statistics (exit {rc}):\n{uac.tail()}")
@@ -369,6 +377,10 @@ def run_step(kind: type[System], rate: int, opts: Options, root: Path) -> dict[s
         if sut is not None:
             out["sut_cpu_pct"] = sut.cpu_percent()
             out["sut_cpu_peak_5s_pct"] = sut.cpu_percent_peak()
+            # CPU on the SUT core(s) used by anything else (other jobs on a shared machine)
+            out["other_load_on_sut_core_pct"] = round(
+                max(0.0, out["sut_core_busy_pct"] - out["sut_cpu_pct"]), 1
+            )
             if not system.tree:
                 out["rss_idle_kb"] = rss_idle
                 out["rss_peak_kb"] = sut.rss_peak_kb()
@@ -406,7 +418,7 @@ def _describe(name: str, step: dict[str, Any]) -> str:
         bits.append(f"ok {step['successful']}/{step['calls']} ({step['success_pct']}%)")
         bits.append(f"offered {step['offered_cps']}/s")
     if "sut_cpu_pct" in step:
-        bits.append(f"cpu {step['sut_cpu_pct']}%")
+        bits.append(f"cpu {step['sut_cpu_pct']}% (others {step['other_load_on_sut_core_pct']}%)")
     if "rss_peak_kb" in step:
         bits.append(f"rss {step['rss_peak_kb'] // 1024} MB")
     if "active_calls_peak" in step:

@@ -446,6 +446,13 @@ def bench_main(argv: list[str]) -> int:
         "to shield them from other load on a shared machine",
     )
     parser.add_argument(
+        "--spin",
+        action="store_true",
+        help="generator busy-polls its core instead of sleeping between sends, so the relay "
+        "does not pay a cross-core wake-up per packet it sends (not with --priority fifo: "
+        "RT throttling stalls a spinning FIFO task)",
+    )
+    parser.add_argument(
         "--max-time", type=float, default=900.0, help="start no step after this many seconds"
     )
     parser.add_argument("--cc", default=os.environ.get("CC", "cc"))

@@ -1,0 +1,126 @@
+"""The ``ccgw`` command as a user runs it: a site in its own process, config errors, the demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from . import peers
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+CCGW = [sys.executable, "-m", "gateway.cli"]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def _site_toml(tmp_path: Path, **sip: object) -> Path:
+    text = (ROOT / "sites" / "shanghai.toml").read_text()
+    text = text.replace('listen = "127.0.0.2"', 'listen = "127.0.0.1"')
+    text = text.replace('path = "../var/shanghai.db"', f'path = "{tmp_path / "sh.db"}"')
+    path = tmp_path / "shanghai.toml"
+    path.write_text(text)
+    return path
+
+
+def test_run_serves_sip_health_and_metrics_then_stops_on_sigterm(tmp_path: Path) -> None:
+    cfg = _site_toml(tmp_path)
+    sip_port = peers.free_port("127.0.0.1", "both")
+    http_port = peers.free_port("127.0.0.1", "tcp")
+    proc = subprocess.Popen(
+        [*CCGW, "run", "--config", str(cfg), "--sip-port", str(sip_port), "--http-port", str(http_port)],
+        env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 15
+        health = None
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{http_port}/healthz", timeout=1
+                ) as r:
+                    health = json.loads(r.read())
+                    break
+            except OSError:
+                time.sleep(0.1)
+        assert health is not None and health["status"] == "ok", health
+        assert health["site"] == "shanghai"
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=2) as r:
+            metrics = r.read().decode()
+            assert r.headers["Content-Type"].startswith("text/plain")
+        assert "# TYPE ccgw_active_calls gauge" in metrics
+        assert "ccgw_calls_offered_total 0" in metrics
+        # SIP answers on the configured port: an OPTIONS ping from a real SIPp.
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/nope", timeout=2) as r:
+            pytest.fail(f"expected 404, got {r.status}")
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 404
+        assert json.loads(exc.read())["status"] == 404
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=15)
+    assert proc.returncode == 0, out.decode()
+
+
+def test_options_ping_is_answered_by_a_running_site(tmp_path: Path, sipp_factory) -> None:  # type: ignore[no-untyped-def]
+    cfg = _site_toml(tmp_path)
+    sip_port = peers.free_port("127.0.0.1", "both")
+    proc = subprocess.Popen(
+        [*CCGW, "run", "--config", str(cfg), "--sip-port", str(sip_port), "--http-port", "0"],
+        env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().decode()  # "ccgw site shanghai: sip ... http ..." once up
+        while "ccgw site" not in line and line:
+            line = proc.stdout.readline().decode()
+        assert "ccgw site shanghai" in line, line
+        ping = sipp_factory("options.xml", f"127.0.0.1:{sip_port}", timeout=5)
+        assert ping.start().wait(8).ok, ping.result().describe()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=15)
+    assert proc.returncode == 0
+
+
+def test_a_bad_config_names_the_key_and_exits_non_zero(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[site]\nname = "x"\n[sip]\nport = 99999\n')
+    res = subprocess.run(
+        [*CCGW, "run", "--config", str(bad)], env=_env(), capture_output=True, text=True, timeout=30
+    )
+    assert res.returncode != 0
+    assert "sip.port" in res.stderr, res.stderr
+    res = subprocess.run(
+        [*CCGW, "check-config", str(ROOT / "sites" / "hq.toml")],
+        env=_env(), capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr
+
+
+@pytest.mark.skipif(
+    shutil.which("sipp") is None or shutil.which("baresip") is None, reason="needs sipp and baresip"
+)
+def test_demo_runs_calls_end_to_end_and_exits_cleanly() -> None:
+    res = subprocess.run(
+        [*CCGW, "demo", "--seconds", "4", "--rate", "2"],
+        env=_env(), capture_output=True, text=True, timeout=90,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    summary = res.stdout.strip().splitlines()[-1]
+    assert summary.startswith("demo: "), summary
+    offered = int(summary.split()[1])
+    answered = int(summary.split(",")[1].split()[0])
+    assert offered >= 6 and answered == offered, summary
