@@ -39,10 +39,10 @@ def test_run_serves_sip_health_and_metrics_then_stops_on_sigterm(tmp_path: Path)
     cfg = _site_toml(tmp_path)
     sip_port = peers.free_port("127.0.0.1", "both")
     http_port = peers.free_port("127.0.0.1", "tcp")
+    args = ["run", "--config", str(cfg), "--sip-port", str(sip_port), "--http-port", str(http_port)]
     proc = subprocess.Popen(
-        [*CCGW, "run", "--config", str(cfg), "--sip-port", str(sip_port), "--http-port", str(http_port)],
-        env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path,
-    )  # fmt: skip
+        [*CCGW, *args], env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path
+    )
     try:
         deadline = time.monotonic() + 15
         health = None
