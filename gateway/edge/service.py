@@ -286,9 +286,9 @@ class EdgeService:
             log.info("registration of %s at %s expired", b.user, b.contact)
         if self.ping_interval <= 0:
             return
-        pending = {v for v in self._pings.values()}
+        pending = {(user, str(contact)) for user, contact in self._pings.values()}
         for b in self.registrar.due_for_ping(now, self.ping_interval):
-            if (b.user, b.contact) in pending:
+            if (b.user, str(b.contact)) in pending:
                 continue
             self._ping(b.user, b.contact, b.source)
 

@@ -316,3 +316,43 @@ def test_stalled_media_ends_the_call(
     cdr = _cdrs(gw)[0]
     assert cdr.hangup_side == "system" and "Media" in cdr.cause_text
     carrier.stop()
+
+
+def test_agent_on_tcp_registers_and_takes_a_call_over_its_connection(
+    make_gateway: Callable[..., GatewayThread],
+    sipp_factory: Callable[..., peers.Sipp],
+    baresip_factory: Callable[..., peers.Baresip],
+    carrier_port: int,
+) -> None:
+    gw = make_gateway()
+    phone = baresip_factory("1001", registrar=f"{gw.sip};transport=tcp", password=AGENTS["1001"])
+    phone.start()
+    phone.wait_registered(10)
+    binding = gw.call(lambda: gw.gw.registrar.lookup("1001", time.time()))[0]
+    assert binding.source.transport == "TCP"
+    carrier = sipp_factory(
+        "carrier_uac.xml", gw.sip, local_port=carrier_port, service="+861000",
+        keys={"talk_ms": "1000"}, timeout=20,
+    )  # fmt: skip
+    result = carrier.start().wait(20)
+    assert result.ok, result.describe()
+    phone.wait_event("CALL_CLOSED", 5)
+    assert gw.call(lambda: gw.gw.b2bua.counters.answered) == 1
+
+
+def test_keepalive_removes_a_dead_phone_and_keeps_a_live_one(
+    make_gateway: Callable[..., GatewayThread],
+    baresip_factory: Callable[..., peers.Baresip],
+) -> None:
+    # T1 = 50 ms makes an unanswered OPTIONS time out (timer F = 64 T1) in 3.2 s.
+    gw = make_gateway(extra={"sip": {"T1": 0.05, "options_ping_interval": 1.0}})
+    live = _agent(baresip_factory, gw, "1001")
+    dead = _agent(baresip_factory, gw, "1002")
+    assert gw.call(lambda: gw.gw.registrar.bindings_count()) == 2
+    dead.kill(grace=0)
+    gw.wait_for(lambda: gw.gw.registrar.bindings_count() == 1, 20, "the dead phone's removal")
+    assert gw.call(lambda: [b.user for b in gw.gw.registrar.lookup("1001", time.time())]) == [
+        "1001"
+    ]
+    assert gw.call(lambda: gw.gw.edge.counters.keepalive_removed) == 1
+    assert live.running()

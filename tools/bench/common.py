@@ -40,6 +40,7 @@ __all__ = [
     "toml_dumps",
     "udp_bound",
     "wait_for",
+    "wait_quiet",
 ]
 
 REPO = Path(__file__).resolve().parents[2]
@@ -177,6 +178,22 @@ def cores_busy_percent(
             busy += after[c][0] - before[c][0]
             total += after[c][1] - before[c][1]
     return round(100.0 * busy / total, 1) if total else 0.0
+
+
+def wait_quiet(
+    cores: Iterable[int], *, busy_below: float, timeout: float, window: float = 2.0
+) -> tuple[float, float]:
+    """Wait until ``cores`` are less than ``busy_below`` % busy over ``window`` s (other jobs on a
+    shared machine), at most ``timeout`` s. Returns (seconds waited, last busy %)."""
+    cores = list(cores)
+    start = time.monotonic()
+    while True:
+        before = core_times()
+        time.sleep(window)
+        busy = cores_busy_percent(before, core_times(), cores)
+        waited = time.monotonic() - start
+        if busy < busy_below or waited >= timeout:
+            return round(waited, 1), busy
 
 
 def cpu_list(text: str) -> list[int]:

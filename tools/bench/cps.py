@@ -56,6 +56,7 @@ from tools.bench.common import (
     toml_dumps,
     udp_bound,
     wait_for,
+    wait_quiet,
 )
 
 HOST = "127.0.0.1"
@@ -68,6 +69,7 @@ KAMAILIO_MPATHS = ("/usr/lib/x86_64-linux-gnu/kamailio/modules", "/usr/lib/kamai
 RTP_RANGE = (10000, 19999)
 LADDER = (50, 100, 200, 300, 400, 500, 600, 800, 1000, 1200, 1500, 2000, 2500, 3000, 4000, 5000)
 TARGET_CPS = 300
+CONTENDED_PCT = 10.0  # other jobs' CPU on the SUT core above which a step is flagged
 SYSTEMS = ("gateway", "kamailio")
 
 
@@ -86,6 +88,8 @@ class Options:
     sipp: str
     kamailio: str | None
     keep: bool
+    quiet_below: float  # wait for the cores to be less busy than this (%) before a step
+    quiet_timeout: float  # ... at most this long (s)
 
 
 class StepFailed(RuntimeError):
@@ -313,6 +317,11 @@ def run_step(kind: type[System], rate: int, opts: Options, root: Path) -> dict[s
     system = kind(opts, workdir, uac_port, uas_port)
     calls = max(1, round(rate * opts.seconds))
     out: dict[str, Any] = {"rate": rate, "seconds": opts.seconds, "calls": calls}
+    if opts.quiet_timeout > 0:
+        cores = cpu_list(opts.sut_cpus) + cpu_list(opts.gen_cpus)
+        waited, busy = wait_quiet(cores, busy_below=opts.quiet_below, timeout=opts.quiet_timeout)
+        out["waited_for_quiet_s"] = waited
+        out["busy_before_pct"] = busy
     started = time.monotonic()
     try:
         target = system.start()
@@ -381,6 +390,7 @@ def run_step(kind: type[System], rate: int, opts: Options, root: Path) -> dict[s
             out["other_load_on_sut_core_pct"] = round(
                 max(0.0, out["sut_core_busy_pct"] - out["sut_cpu_pct"]), 1
             )
+            out["contended"] = out["other_load_on_sut_core_pct"] > CONTENDED_PCT
             if not system.tree:
                 out["rss_idle_kb"] = rss_idle
                 out["rss_peak_kb"] = sut.rss_peak_kb()
@@ -564,6 +574,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sut-cpus", default="0", help="taskset CPU list of the system under test")
     ap.add_argument("--gen-cpus", default="1", help="taskset CPU list of SIPp uac + uas")
     ap.add_argument("--keep", action="store_true", help="keep work directories and logs")
+    ap.add_argument(
+        "--quiet-below",
+        type=float,
+        default=15.0,
+        help="before each step, wait until the cores are less busy than this %% (shared hosts)",
+    )
+    ap.add_argument(
+        "--quiet-timeout", type=float, default=60.0, help="wait at most this long (s); 0: never"
+    )
     args = ap.parse_args(argv)
 
     sipp = shutil.which("sipp")
@@ -590,6 +609,8 @@ def main(argv: list[str] | None = None) -> int:
         sipp=sipp,
         kamailio=kamailio,
         keep=args.keep,
+        quiet_below=args.quiet_below,
+        quiet_timeout=args.quiet_timeout,
     )
     if args.rates:
         ladder = sorted({int(r) for r in args.rates.split(",")})
@@ -611,6 +632,8 @@ def main(argv: list[str] | None = None) -> int:
             "sut_cpus": args.sut_cpus,
             "gen_cpus": args.gen_cpus,
             "quick": args.quick,
+            "quiet_below_pct": args.quiet_below,
+            "quiet_timeout_s": args.quiet_timeout,
         },
         "host": {
             "cpus": os.cpu_count(),
