@@ -458,7 +458,7 @@ class MediaRelay:
         *,
         check_interval: float = 1.0,
         socket_buffer: int | None = None,
-        bind_attempts: int = 16,
+        bind_attempts: int = 64,
     ) -> None:
         self.host = host
         self.ports = PortAllocator(*port_range)

@@ -356,3 +356,38 @@ def test_keepalive_removes_a_dead_phone_and_keeps_a_live_one(
     ]
     assert gw.call(lambda: gw.gw.edge.counters.keepalive_removed) == 1
     assert live.running()
+
+
+def test_internal_call_between_agents_transcodes_pcma_to_pcmu_both_ways(
+    make_gateway: Callable[..., GatewayThread],
+    baresip_factory: Callable[..., peers.Baresip],
+) -> None:
+    gw = make_gateway()
+    caller = _agent(baresip_factory, gw, "1001", codecs=("PCMA",), tone_hz=600.0)
+    callee = _agent(baresip_factory, gw, "1002", codecs=("PCMU",), tone_hz=1400.0)
+    caller.dial(f"sip:1002@{gw.sip}")
+    callee.wait_event("CALL_ESTABLISHED", 10)
+    time.sleep(3.0)
+    legs = gw.call(
+        lambda: [
+            (s.stats("a"), s.stats("b"))
+            for s in gw.gw.relay._sessions.values()  # noqa: SLF001
+        ]
+    )
+    assert len(legs) == 1
+    a, b = legs[0]
+    assert (a["codec_pt"], b["codec_pt"]) == (8, 0)  # A-law caller, μ-law callee
+    assert a["packets_in"] > 100 and b["packets_in"] > 100  # both directions flowed
+    assert a["lost"] == 0 and b["lost"] == 0
+    caller.hangup()
+    callee.wait_event("CALL_CLOSED", 5)
+    gw.wait_for(lambda: len(gw.gw.store.recent_cdrs(5)) == 1, 5, "the CDR")
+    cdr = _cdrs(gw)[0]
+    assert cdr.direction == "internal" and cdr.caller == "1001" and cdr.agent == "1002"
+    caller.stop()
+    callee.stop()
+    # Each phone heard the other's tone, through the A-law ⇄ μ-law transcoder.
+    for phone, want in ((caller, 1400.0), (callee, 600.0)):
+        rec = max(phone.recordings("dec"), key=lambda p: p.stat().st_size)
+        freq = audio.dominant_frequency(rec)
+        assert abs(freq - want) < want * 0.05, (phone.ext, freq)
