@@ -371,7 +371,7 @@ def test_internal_call_between_agents_transcodes_pcma_to_pcmu_both_ways(
     legs = gw.call(
         lambda: [
             (s.stats("a"), s.stats("b"))
-            for s in gw.gw.relay._sessions.values()  # noqa: SLF001
+            for s in gw.gw.relay._sessions.values()
         ]
     )
     assert len(legs) == 1
