@@ -52,22 +52,12 @@ from gateway.sip.transaction import (
     TransactionTimeout,
 )
 from gateway.sip.uri import SipUri
+from gateway.transport.endpoint import ALLOW, Sender
 
 from . import sdp_glue
 from .leg import Leg
 
 log = logging.getLogger(__name__)
-
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, REGISTER"
-
-
-class Endpoint(Protocol):
-    """What call control needs of the SIP endpoint."""
-
-    def send_request(self, request: Request, peer: Peer) -> str: ...
-    def send_response(self, txn_id: str, response: Response) -> None: ...
-    def send_stateless(self, message: Request | Response, peer: Peer) -> None: ...
-    def cancel(self, txn_id: str) -> None: ...
 
 
 class Edge(Protocol):
@@ -189,7 +179,7 @@ class B2bua:
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
-        endpoint: Endpoint,
+        endpoint: Sender,
         edge: Edge,
         relay: MediaRelay,
         plan: DialPlan,

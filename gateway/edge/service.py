@@ -10,7 +10,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import Protocol
 
 from gateway.sip.digest import AuthResult, DigestAuthenticator, DigestError, find_credentials
 from gateway.sip.errors import SipError
@@ -26,20 +25,12 @@ from gateway.sip.message import (
 )
 from gateway.sip.peer import Peer
 from gateway.sip.uri import SipUri
+from gateway.transport.endpoint import ALLOW, Sender
 
 from .guard import Guard, Verdict
 from .registrar import ContactSpec, IntervalTooBrief, Registrar, contact_values
 
 log = logging.getLogger(__name__)
-
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, REGISTER"
-
-
-class Endpoint(Protocol):
-    """What the edge needs of the SIP endpoint."""
-
-    def send_request(self, request: Request, peer: Peer) -> str: ...
-    def send_response(self, txn_id: str, response: Response) -> None: ...
 
 
 class EdgeCounters:
@@ -70,7 +61,7 @@ class EdgeService:
 
     def __init__(
         self,
-        endpoint: Endpoint,
+        endpoint: Sender,
         registrar: Registrar,
         auth: DigestAuthenticator,
         guard: Guard,

@@ -19,6 +19,18 @@ from gateway.sip.transaction import Event, TimerConfig, TransactionLayer
 
 log = logging.getLogger(__name__)
 
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, REGISTER"
+"""The methods a site gateway serves (the Allow header, RFC 3261 §20.5)."""
+
+
+class Sender(Protocol):
+    """What the layers above need of the endpoint: send and cancel (see :class:`SipEndpoint`)."""
+
+    def send_request(self, request: Request, peer: Peer) -> str: ...
+    def send_response(self, txn_id: str, response: Response) -> None: ...
+    def send_stateless(self, message: Request | Response, peer: Peer) -> None: ...
+    def cancel(self, txn_id: str) -> None: ...
+
 
 class Transport(Protocol):
     """Sends bytes to a peer over one transport kind."""
