@@ -162,6 +162,8 @@ class SiteGateway:
         )
         ep.tu = self.b2bua
         self.edge.start(loop)
+        self._cps_samples: deque[int] = deque([0], maxlen=11)
+        self._cps_task = loop.create_task(self._sample_cps())
         self._metrics()
         from gateway.web.server import create_app, start_http
 
@@ -177,6 +179,17 @@ class SiteGateway:
             cfg.http.listen,
             self.http_port,
         )
+
+    async def _sample_cps(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self._cps_samples.append(self.b2bua.counters.offered)
+
+    @property
+    def cps(self) -> float:
+        """Calls offered per second over the last ten seconds."""
+        s = self._cps_samples
+        return 0.0 if len(s) < 2 else (s[-1] - s[0]) / (len(s) - 1)
 
     def _on_dtmf(self, call: Call, leg: str, digit: str) -> None:
         # The IVR (contact-centre issue) consumes these; for now they are counted and kept.
@@ -228,6 +241,7 @@ class SiteGateway:
                 r.gauge(name, doc, callback=fn)
 
         g("ccgw_active_calls", "Calls in progress.", lambda: self.b2bua.active_calls)
+        g("ccgw_calls_per_second", "Calls offered per second, last 10 s.", lambda: self.cps)
         g("ccgw_calls_offered_total", "Calls offered (new INVITEs).", lambda: b.offered)
         g("ccgw_calls_answered_total", "Calls answered.", lambda: b.answered)
         g("ccgw_calls_failed_total", "Calls that could not be connected.", lambda: b.failed)
@@ -286,6 +300,7 @@ class SiteGateway:
 
     async def stop(self) -> None:
         """End calls, close sockets and the store."""
+        self._cps_task.cancel()
         await self.b2bua.close()
         await asyncio.sleep(0.05)
         await self.edge.stop()

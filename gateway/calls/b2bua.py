@@ -192,6 +192,7 @@ class B2bua:
         user_agent: str = "ccgw",
         on_record: Callable[[CallRecord], None] | None = None,
         on_dtmf: Callable[[Call, str, str], None] | None = None,
+        linger: float = 32.0,
     ) -> None:
         self.loop = loop
         self.endpoint = endpoint
@@ -206,6 +207,7 @@ class B2bua:
         self.user_agent = user_agent
         self.on_record = on_record
         self.on_dtmf = on_dtmf
+        self.linger = linger  # s an ended call's Call-IDs stay known (late retransmissions)
         self.calls: dict[str, Call] = {}  # by the Call-ID of every leg
         self.txns: dict[str, tuple[Call, Leg]] = {}  # client txn → (call, leg) and a-leg server txn
         self.counters = CallCounters()
@@ -788,7 +790,7 @@ class B2bua:
         if call.media is not None:
             call.media.close()
         # Keep the Call-ID mappings a little while, so late retransmissions find a 481-free home.
-        self.loop.call_later(32.0, self._forget, call)
+        self.loop.call_later(self.linger, self._forget, call)
         if self.on_record is not None:
             now = time.time()
             self.on_record(

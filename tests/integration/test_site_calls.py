@@ -368,12 +368,7 @@ def test_internal_call_between_agents_transcodes_pcma_to_pcmu_both_ways(
     caller.dial(f"sip:1002@{gw.sip}")
     callee.wait_event("CALL_ESTABLISHED", 10)
     time.sleep(3.0)
-    legs = gw.call(
-        lambda: [
-            (s.stats("a"), s.stats("b"))
-            for s in gw.gw.relay._sessions.values()
-        ]
-    )
+    legs = gw.call(lambda: [(s.stats("a"), s.stats("b")) for s in gw.gw.relay._sessions.values()])
     assert len(legs) == 1
     a, b = legs[0]
     assert (a["codec_pt"], b["codec_pt"]) == (8, 0)  # A-law caller, μ-law callee
@@ -391,3 +386,31 @@ def test_internal_call_between_agents_transcodes_pcma_to_pcmu_both_ways(
         rec = max(phone.recordings("dec"), key=lambda p: p.stat().st_size)
         freq = audio.dominant_frequency(rec)
         assert abs(freq - want) < want * 0.05, (phone.ext, freq)
+
+
+def test_a_hundred_calls_leave_nothing_behind(
+    make_gateway: Callable[..., GatewayThread],
+    sipp_factory: Callable[..., peers.Sipp],
+    carrier_port: int,
+) -> None:
+    # T1 = 50 ms: the transactions' linger timers (D, I, J, K) end within a second or two.
+    gw = make_gateway(extra={"sip": {"T1": 0.05}})
+    gw.call(lambda: setattr(gw.gw.b2bua, "linger", 0.5))
+    port = _register_sipp(sipp_factory, gw, "1001")
+    agent = sipp_factory("agent_uas.xml", local_port=port, calls=100, timeout=60).start()
+    carrier = sipp_factory(
+        "carrier_uac.xml", gw.sip, local_port=carrier_port, service="+861000", calls=100,
+        rate=20, keys={"talk_ms": "200", "audio": "off"}, timeout=60,
+    )  # fmt: skip
+    result = carrier.start().wait(60)
+    assert result.ok and result.successful == 100, result.describe()
+    assert agent.wait(10).ok
+    gw.wait_for(lambda: gw.gw.b2bua.active_calls == 0, 5, "every call to end")
+    gw.wait_for(
+        lambda: not gw.gw.b2bua.calls and not gw.gw.b2bua.txns, 5, "call state to be forgotten"
+    )
+    gw.wait_for(lambda: gw.gw.endpoint.layer.transaction_count() == 0, 10, "transactions to end")
+    assert gw.call(lambda: gw.gw.relay.active_sessions) == 0
+    assert gw.call(lambda: gw.gw.relay.ports.in_use) == 0
+    assert gw.call(lambda: gw.gw.cdrs_written) == 100
+    assert gw.call(lambda: gw.gw.endpoint.counters.tu_errors) == 0

@@ -326,7 +326,7 @@ def hot_spots(raw: Path, top: int = 15) -> dict[str, Any]:
             continue
         leaf = frames[-1]
         self_n[leaf] = self_n.get(leaf, 0) + n
-        for f in set(frames):
+        for f in {re.sub(r":\d+\)$", ")", f) for f in frames}:  # per function
             incl_n[f] = incl_n.get(f, 0) + n
 
     def short(frame: str) -> str:
@@ -336,7 +336,11 @@ def hot_spots(raw: Path, top: int = 15) -> dict[str, Any]:
         rows = sorted(d.items(), key=lambda kv: -kv[1])[:top]
         return [{"frame": short(k), "pct": round(100.0 * v / max(total, 1), 1)} for k, v in rows]
 
-    gw_incl = {k: v for k, v in incl_n.items() if "/gateway/" in k}
+    gw_incl = {
+        k: v
+        for k, v in incl_n.items()
+        if re.search(r"\((\S*/)?gateway/", k) and "gateway/cli.py" not in k
+    }
     return {
         "samples": total,
         "self": table(self_n),
