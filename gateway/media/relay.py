@@ -6,6 +6,11 @@ port and the RTCP port above it. Packets received on one leg go out of the other
 that leg's peer. The per-packet path (``_RtpProtocol.datagram_received``) reads the header with
 :mod:`struct`, updates counters with plain arithmetic, builds nothing but the outgoing bytes when
 it must transcode or rewrite the payload type, and never logs.
+
+With ``engine="native"`` (the default ``"auto"`` picks it where :mod:`gateway.media.fastpath` is
+built) the RTP sockets belong to a native worker thread that does the same per-packet work without
+the GIL; this module then keeps the control plane: configuration, RTCP, DTMF detection (fed from
+the worker's telephone-event records), stall detection and the counters, read from the worker.
 """
 
 from __future__ import annotations
@@ -20,17 +25,19 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from gateway.media import fastpath
 from gateway.media.dtmf import DtmfDetector, DtmfDigit
 from gateway.media.g711 import ALAW_TO_ULAW, ULAW_TO_ALAW
 from gateway.media.ports import PortAllocator, PortsExhausted
 from gateway.media.rtp import RtpError, payload_bounds, payload_offset
 from gateway.media.stats import ReceiveStats
 
-__all__ = ["LEGS", "MediaRelay", "RelayLeg", "RelaySession"]
+__all__ = ["ENGINES", "LEGS", "MediaRelay", "RelayLeg", "RelaySession"]
 
 logger = logging.getLogger(__name__)
 
 LEGS = ("a", "b")
+ENGINES = ("auto", "native", "python")
 PCMU = 0
 PCMA = 8
 # RFC 3551 §4.5.14/§4.5.15: both G.711 laws at 8000 Hz, so timestamps pass through unchanged.
@@ -42,6 +49,8 @@ _OCTETS = tuple(bytes((i,)) for i in range(256))
 _monotonic = time.monotonic
 
 Address = tuple[Any, ...]
+# A leg's RTP end while a session opens: an asyncio transport, or a socket for the native engine.
+_RtpEnd = asyncio.DatagramTransport | socket.socket
 DtmfCallback = Callable[[str, str, int], None]
 StallCallback = Callable[["RelaySession"], None]
 
@@ -68,6 +77,7 @@ class RelayLeg:
         "out_media_octets",
         "packets_in",
         "packets_out",
+        "refresh",
         "remote",
         "rtcp_in",
         "rtcp_latched_addr",
@@ -118,11 +128,40 @@ class RelayLeg:
         self.rtcp_out = 0
         self.dtmf_events = 0
         self.send_errors = 0
+        # Native engine: reads the worker's counters into these attributes.
+        self.refresh: Callable[[], None] | None = None
 
     @property
     def latched(self) -> bool:
         """True once a packet from the peer fixed the address we send to."""
+        if self.refresh is not None:
+            self.refresh()
         return self.latched_addr is not None
+
+    def _apply(self, snap: fastpath.LegSnapshot) -> None:
+        # The native worker's view of this leg (engine="native").
+        self.packets_in = snap.packets_in
+        self.bytes_in = snap.bytes_in
+        self.packets_out = snap.packets_out
+        self.bytes_out = snap.bytes_out
+        self.dropped = snap.dropped
+        self.foreign = snap.foreign
+        self.send_errors = snap.send_errors
+        self.last_rx = snap.last_rx
+        self.latched_addr = snap.latched
+        self.remote = snap.remote
+        self.ssrc = snap.ssrc
+        s = self.stats
+        s.packets = snap.rs_packets
+        s.bytes = snap.rs_bytes
+        s.base_seq = snap.rs_base_seq
+        s.max_seq = snap.rs_max_seq
+        s.bad_seq = snap.rs_bad_seq
+        s.cycles = snap.rs_cycles
+        s.received = snap.rs_received
+        s.probation = snap.rs_probation
+        s.jitter = snap.rs_jitter
+        s.last_arrival = snap.rs_last_arrival
 
 
 class _RtpProtocol(asyncio.DatagramProtocol):
@@ -268,6 +307,20 @@ class RelaySession:
         self._activity_mark = self.opened_at
         self._stalled = False
         self.closed = False
+        self._pair: int | None = None  # the native engine's pair id
+
+    def _attach(self, pair: int) -> None:
+        self._pair = pair
+        for leg in self._legs.values():
+            leg.refresh = self._sync
+
+    def _sync(self) -> None:
+        """Native engine: read both legs' counters and addresses from the worker."""
+        engine = self.relay._fast
+        if self._pair is None or engine is None:
+            return
+        for i, leg in enumerate(self._legs.values()):
+            leg._apply(engine.snapshot(self._pair, i))
 
     def leg(self, name: str) -> RelayLeg:
         """Leg ``"a"`` or ``"b"``."""
@@ -312,7 +365,8 @@ class RelaySession:
         rtcp_remote = _address(host, rtcp_port if rtcp_port is not None else port + 1)
         if port == 0:
             rtcp_remote = None
-        if sdp_remote != target.sdp_remote:
+        reset_latch = sdp_remote != target.sdp_remote
+        if reset_latch:
             target.sdp_remote = sdp_remote
             target.latched_addr = None
             target.remote = sdp_remote
@@ -323,6 +377,16 @@ class RelaySession:
         target.codec_pt = codec_pt
         target.dtmf_pt = dtmf_pt
         self._plan()
+        engine = self.relay._fast
+        if self._pair is not None and engine is not None:
+            engine.configure(
+                self._pair,
+                LEGS.index(leg),
+                sdp_remote,
+                codec_pt,
+                dtmf_pt,
+                reset_latch=reset_latch,
+            )
         self._activity_mark = _monotonic()
         self._stalled = False
 
@@ -383,6 +447,9 @@ class RelaySession:
         timeout = self.stall_timeout
         if timeout is None:
             return
+        engine = self.relay._fast
+        if self._pair is not None and engine is not None:
+            self._legs["a"].last_rx, self._legs["b"].last_rx = engine.last_rx(self._pair)
         last = max(self._activity_mark, self._legs["a"].last_rx, self._legs["b"].last_rx)
         if now - last < timeout:
             self._stalled = False
@@ -400,6 +467,7 @@ class RelaySession:
         """Counters and RFC 3550 receive statistics of one leg (``*_in``: from its peer,
         ``*_out``: sent to its peer; ``jitter_ms`` and ``lost`` of what its peer sends)."""
         g = self.leg(leg)
+        self._sync()
         s = g.stats
         return {
             "local_port": g.local_port,
@@ -430,6 +498,15 @@ class RelaySession:
         if self.closed:
             return
         self.closed = True
+        engine, pair = self.relay._fast, self._pair
+        if pair is not None:
+            self._pair = None
+            self.relay._native_sessions.pop(pair, None)
+            if engine is not None:
+                for leg, snap in zip(self._legs.values(), engine.remove(pair), strict=True):
+                    leg._apply(snap)
+            for leg in self._legs.values():
+                leg.refresh = None
         for leg in self._legs.values():
             for transport in (leg.rtp_transport, leg.rtcp_transport):
                 if transport is not None:
@@ -447,7 +524,10 @@ class MediaRelay:
 
     ``stall_timeout`` (seconds) is the default silence after which ``on_stall`` fires;
     ``check_interval`` (seconds, default 1.0) how often that and late DTMF ends are checked;
-    ``socket_buffer`` (bytes) sets SO_RCVBUF/SO_SNDBUF when given.
+    ``socket_buffer`` (bytes) sets SO_RCVBUF/SO_SNDBUF when given. ``engine`` picks who
+    forwards RTP: ``"python"`` (this module's asyncio protocols), ``"native"`` (the
+    :mod:`gateway.media.fastpath` worker thread; ValueError where it is not built) or ``"auto"``
+    (native when available); :attr:`engine` tells which one runs.
     """
 
     def __init__(
@@ -459,7 +539,13 @@ class MediaRelay:
         check_interval: float = 1.0,
         socket_buffer: int | None = None,
         bind_attempts: int = 64,
+        engine: str = "auto",
     ) -> None:
+        if engine not in ENGINES:
+            raise ValueError(f"relay engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+        if engine == "native" and not fastpath.AVAILABLE:
+            raise ValueError("the native RTP fast path is not built on this machine")
+        self.engine = "native" if engine != "python" and fastpath.AVAILABLE else "python"
         self.host = host
         self.ports = PortAllocator(*port_range)
         self.stall_timeout = stall_timeout
@@ -472,6 +558,9 @@ class MediaRelay:
         self._closed = 0
         self._stalls = 0
         self._timer: asyncio.Task[None] | None = None
+        self._fast: fastpath.Engine | None = None  # created with the first native session
+        self._fast_loop: asyncio.AbstractEventLoop | None = None
+        self._native_sessions: dict[int, RelaySession] = {}
 
     @property
     def active_sessions(self) -> int:
@@ -487,6 +576,7 @@ class MediaRelay:
         """Counters over all sessions, open and closed."""
         out = dict(self._closed_counts)
         for session in self._sessions.values():
+            session._sync()
             for leg in session._legs.values():
                 for key, attr in _COUNTED.items():
                     out[key] += getattr(leg, attr)
@@ -503,19 +593,32 @@ class MediaRelay:
         if call_id in self._sessions:
             raise ValueError(f"relay session for {call_id} is already open")
         loop = asyncio.get_running_loop()
-        bound: list[tuple[int, asyncio.DatagramTransport, asyncio.DatagramTransport]] = []
+        native = self.engine == "native"
+        bound: list[tuple[int, _RtpEnd, asyncio.DatagramTransport]] = []
         session = RelaySession(self, call_id, (0, 0), self.stall_timeout)
         try:
             for name in LEGS:
                 leg = session.leg(name)
-                port, rtp, rtcp = await self._bind_pair(loop, session, leg)
+                rtp: _RtpEnd
+                if native:
+                    port, rtp, rtcp = await self._bind_native_pair(loop, session, leg)
+                else:
+                    port, rtp, rtcp = await self._bind_pair(loop, session, leg)
                 bound.append((port, rtp, rtcp))
                 leg.local_port = port
-                leg.rtp_transport = rtp
+                if not isinstance(rtp, socket.socket):
+                    leg.rtp_transport = rtp
                 leg.rtcp_transport = rtcp
+            if native:
+                engine = self._native_engine(loop)
+                sock_a, sock_b = bound[0][1], bound[1][1]
+                assert isinstance(sock_a, socket.socket) and isinstance(sock_b, socket.socket)
+                pair = engine.add_pair(sock_a, sock_b)  # owns (and closes) them from now on
+                session._attach(pair)
+                self._native_sessions[pair] = session
         except BaseException:
-            for port, rtp, rtcp in bound:
-                rtp.close()
+            for port, end, rtcp in bound:
+                end.close()  # a detached socket.socket's close() is a no-op
                 rtcp.close()
                 self.ports.release(port)
             raise
@@ -560,6 +663,68 @@ class MediaRelay:
             return port, rtp, rtcp
         raise PortsExhausted(f"could not bind an RTP port pair on {self.host}: {last_error}")
 
+    def _native_engine(self, loop: asyncio.AbstractEventLoop) -> fastpath.Engine:
+        engine = self._fast
+        if engine is None:
+            engine = self._fast = fastpath.Engine()
+            self._fast_loop = loop
+            loop.add_reader(engine.notify_fd, self._native_events)
+        return engine
+
+    def _native_events(self) -> None:
+        # RFC 4733 packets the worker forwarded (or dropped): DTMF detection stays in Python.
+        engine = self._fast
+        if engine is None:
+            return
+        for rec in engine.events():
+            session = self._native_sessions.get(rec.pair)
+            if session is None or session.closed:
+                continue
+            leg = session._legs[LEGS[rec.leg]]
+            digit = leg.detector.feed(
+                rec.timestamp, rec.event, rec.end, rec.duration, rec.marker, rec.now
+            )
+            if digit is not None:
+                session._report_dtmf(leg, digit)
+
+    async def _bind_native_pair(
+        self, loop: asyncio.AbstractEventLoop, session: RelaySession, leg: RelayLeg
+    ) -> tuple[int, socket.socket, asyncio.DatagramTransport]:
+        # The RTP socket is a plain bound socket for the native worker; RTCP stays in asyncio.
+        last_error: OSError | None = None
+        for _ in range(self.bind_attempts):
+            port = self.ports.allocate()
+            rtp: socket.socket | None = None
+            try:
+                infos = await loop.getaddrinfo(self.host, port, type=socket.SOCK_DGRAM)
+                family, _t, _p, _c, sockaddr = infos[0]
+                rtp = socket.socket(family, socket.SOCK_DGRAM)
+                rtp.setblocking(False)
+                rtp.bind(sockaddr)
+                rtcp, _q = await loop.create_datagram_endpoint(
+                    lambda: _RtcpProtocol(session, leg), local_addr=(self.host, port + 1)
+                )
+            except OSError as e:  # taken by another process: try the next pair
+                if rtp is not None:
+                    rtp.close()
+                self.ports.release(port)
+                last_error = e
+                continue
+            except BaseException:
+                if rtp is not None:
+                    rtp.close()
+                self.ports.release(port)
+                raise
+            if self.socket_buffer:
+                sockets = [rtp, rtcp.get_extra_info("socket")]
+                for sock in sockets:
+                    if sock is not None:
+                        with contextlib.suppress(OSError):
+                            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.socket_buffer)
+                            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.socket_buffer)
+            return port, rtp, rtcp
+        raise PortsExhausted(f"could not bind an RTP port pair on {self.host}: {last_error}")
+
     def _forget(self, session: RelaySession) -> None:
         if self._sessions.get(session.call_id) is not session:
             return
@@ -587,6 +752,13 @@ class MediaRelay:
             timer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await timer
+        engine, self._fast = self._fast, None
+        if engine is not None:
+            loop, self._fast_loop = self._fast_loop, None
+            if loop is not None and not loop.is_closed():
+                loop.remove_reader(engine.notify_fd)
+            engine.close()  # stops and joins the worker thread
+            self._native_sessions.clear()
         await asyncio.sleep(0)  # let the transports finish closing
 
 

@@ -5,6 +5,7 @@ Each pattern quotes the ABNF rule it implements and the section it comes from.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 
 # After unfolding (RFC 3261 §7.3.1), LWS and SWS are runs of SP / HTAB.
@@ -245,6 +246,16 @@ def unquote(value: str) -> str:
     return value
 
 
+_QUOTE_RE = re.compile(r'["\\\x00-\x08\x0b\x0c\x0e-\x1f\x7f]')
+
+
+def quote(text: str) -> str:
+    """``text`` as a quoted-string (RFC 3261 §25.1); CR and LF cannot be quoted and become SP."""
+    if "\r" in text or "\n" in text:
+        text = text.replace("\r", " ").replace("\n", " ")
+    return '"' + _QUOTE_RE.sub(lambda m: "\\" + m.group(), text) + '"'
+
+
 def split_list(value: str) -> list[str]:
     """Split a comma-separated header value, respecting quotes and ``<...>`` (RFC 3261 §7.3.1)."""
     if "," not in value:
@@ -323,9 +334,30 @@ def parse_params(text: str) -> dict[str, str | None]:
     """Parameters of a text already checked against :data:`PARAMS_RE` (keys lower-cased)."""
     if not text or text.isspace():
         return {}
+    if text.count(";") == 1 and " " not in text and '"' not in text and "\t" not in text:
+        k, _, v = text[1:].partition("=")  # the common ";tag=x" (already validated)
+        return {k.lower(): v or None}
     return {k.lower(): (v or None) for k, v in PARAM_RE.findall(text)}
 
 
 def format_params(params: dict[str, str | None]) -> str:
     """``{'a': '1', 'lr': None}`` -> ``;a=1;lr``."""
     return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params.items())
+
+
+def is_digits(text: str, most: int) -> bool:
+    """``1*DIGIT`` of at most ``most`` digits (ASCII only; bounds int() on network input)."""
+    return 0 < len(text) <= most and text.isascii() and text.isdigit()
+
+
+def is_ip(text: str) -> bool:
+    """RFC 3261 §20.42 received = IPv4address / IPv6address ([] tolerated, RFC 5118 §4.5)."""
+    if IPV4_RE.fullmatch(text):
+        return True
+    if text[:1] == "[" and text[-1:] == "]":
+        text = text[1:-1]
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True

@@ -7,7 +7,6 @@ message that was written canonically round-trips: ``bytes(parse_message(x)) == x
 
 from __future__ import annotations
 
-import ipaddress
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -164,42 +163,15 @@ class Address:
     @classmethod
     def parse(cls, text: str) -> Address:
         """Parse ``"Name" <sip:...>;tag=x`` or ``sip:...;tag=x`` (RFC 3261 §20.10)."""
-        hit = _ADDRESS_CACHE.get(text)
-        if hit is not None:
-            return cls(copy_uri(hit[0]), hit[1], hit[2].copy())
-        display: str | None = None
-        if "<" in text:
-            m = grammar.NAME_ADDR_RE.fullmatch(text)
-            if m is None:
-                raise BadRequest(f"bad name-addr {text[:80]!r}")
-            quoted, display, uri_text, param_text = m.groups()
-            if quoted is not None:
-                display = grammar.unquote(quoted)
-        else:
-            m = grammar.ADDR_SPEC_RE.fullmatch(text)
-            if m is None:
-                if text.strip() == "*":
-                    return cls("*", None, {})
-                raise BadRequest(f"bad addr-spec {text[:80]!r}")
-            uri_text, param_text = m.groups()
-            # RFC 3261 §20.10: a URI with a comma, question mark or semicolon needs <>.
-            if "?" in uri_text or "," in uri_text:
-                raise BadRequest(f"addr-spec with reserved characters must use <>: {text[:80]!r}")
-        uri = uri_template(uri_text)
-        params = grammar.parse_params(param_text)
-        if len(text) <= _CACHE_TEXT_MAX:
-            if len(_ADDRESS_CACHE) >= _CACHE_MAX:
-                _ADDRESS_CACHE.clear()
-            _ADDRESS_CACHE[text] = (uri, display, params.copy())
-        return cls(copy_uri(uri), display, params)
+        uri, display, params = _address_parts(text)
+        return cls(copy_uri(uri), display, params.copy())
 
     def __str__(self) -> str:
         if self.uri == "*":
             return "*"
         disp = ""
         if self.display is not None:
-            escaped = self.display.replace("\\", "\\\\").replace('"', '\\"')
-            disp = f'"{escaped}" '
+            disp = grammar.quote(self.display) + " "
         return f"{disp}<{self.uri}>{grammar.format_params(self.params)}"
 
     @property
@@ -213,6 +185,40 @@ class Address:
         if isinstance(self.uri, SipUri):
             return self.uri
         raise BadRequest(f"not a SIP URI: {self.uri}")
+
+
+_STAR: tuple[SipUri | str, str | None, dict[str, str | None]] = ("*", None, {})
+
+
+def _address_parts(text: str) -> tuple[SipUri | str, str | None, dict[str, str | None]]:
+    """The parts of an Address, shared (cached): copy them before handing them out."""
+    hit = _ADDRESS_CACHE.get(text)
+    if hit is not None:
+        return hit
+    display: str | None = None
+    if "<" in text:
+        m = grammar.NAME_ADDR_RE.fullmatch(text)
+        if m is None:
+            raise BadRequest(f"bad name-addr {text[:80]!r}")
+        quoted, display, uri_text, param_text = m.groups()
+        if quoted is not None:
+            display = grammar.unquote(quoted)
+    else:
+        m = grammar.ADDR_SPEC_RE.fullmatch(text)
+        if m is None:
+            raise BadRequest(f"bad addr-spec {text[:80]!r}")
+        uri_text, param_text = m.groups()
+        if uri_text == "*" and not param_text:
+            return _STAR  # Contact: * (RFC 3261 §10.2.2)
+        # RFC 3261 §20.10: a URI with a comma, question mark or semicolon needs <>.
+        if "?" in uri_text or "," in uri_text:
+            raise BadRequest(f"addr-spec with reserved characters must use <>: {text[:80]!r}")
+    parts = (uri_template(uri_text), display, grammar.parse_params(param_text))
+    if len(text) <= _CACHE_TEXT_MAX:
+        if len(_ADDRESS_CACHE) >= _CACHE_MAX:
+            _ADDRESS_CACHE.clear()
+        _ADDRESS_CACHE[text] = parts
+    return parts
 
 
 @dataclass(slots=True, frozen=True)
@@ -571,7 +577,7 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
         # RFC 3261 §7.3.1: unfold (rare; the common case pays two substring scans)
         lines = grammar.FOLD_RE.sub(" ", "\n".join(lines)).split("\n")
     if len(lines) > MAX_HEADERS + 1:
-        raise MessageTooLarge(f"{len(lines) - 1} header lines")
+        err = MessageTooLarge(f"{len(lines) - 1} header lines")  # answered 413 when possible
     items: list[tuple[str, str, str]] = []
     append = items.append
     names = _VALID_NAMES
@@ -677,7 +683,7 @@ def _validate(
     msg._to = Address.parse(single["to"])
     msg._cseq = cseq = CSeq.parse(single["cseq"])
     mf = single.get("max-forwards")
-    if mf is not None and (not _is_digits(mf, 10) or int(mf) > 255):
+    if mf is not None and (not grammar.is_digits(mf, 10) or int(mf) > 255):
         raise BadRequest(f"bad Max-Forwards {mf[:20]!r}")  # RFC 3261 §20.22
     expires = single.get("expires")
     if expires is not None and grammar.DIGITS_RE.fullmatch(expires) is None:
@@ -685,22 +691,17 @@ def _validate(
     if isinstance(msg, Request):
         if cseq.method != msg.method:
             raise BadRequest(f"CSeq method {cseq.method} does not match {msg.method}")
-        ruri = msg.ruri  # 400 / 416 on a bad Request-URI
+        ruri = uri_template(msg.uri)  # 400 on a bad Request-URI (other schemes: the UAS's 416)
         if isinstance(ruri, SipUri) and ruri.headers is not None:
             # RFC 3261 §19.1.1 table 1: no headers in a Request-URI (RFC 4475 §3.1.2.11)
             raise BadRequest("escaped headers in the Request-URI")
         for value in [value for key, _, value in items if key == "contact"]:
             for contact in grammar.split_list(value) if "," in value else (value,):
-                if contact != "*":
-                    Address.parse(contact)
+                _address_parts(contact)
     return body
 
 
 _REQUIRED = ("to", "from", "call-id", "cseq")
-
-
-def _is_digits(text: str, most: int) -> bool:
-    return 0 < len(text) <= most and text.isascii() and text.isdigit()
 
 
 def _check_via_params(params: dict[str, str | None], text: str) -> None:
@@ -710,27 +711,14 @@ def _check_via_params(params: dict[str, str | None], text: str) -> None:
         raise BadRequest(f"bad branch in Via {text[:80]!r}")
     if "rport" in params:
         rport = params["rport"]
-        if rport is not None and not (_is_digits(rport, 5) and 0 < int(rport) < 65536):
+        if rport is not None and not (grammar.is_digits(rport, 5) and 0 < int(rport) < 65536):
             raise BadRequest(f"bad rport in Via {text[:80]!r}")
     received = params.get("received", "")
-    if received is None or (received and not _is_ip(received)):
+    if received is None or (received and not grammar.is_ip(received)):
         raise BadRequest(f"bad received in Via {text[:80]!r}")
     ttl = params.get("ttl", "0")
-    if ttl is None or not (_is_digits(ttl, 3) and int(ttl) <= 255):
+    if ttl is None or not (grammar.is_digits(ttl, 3) and int(ttl) <= 255):
         raise BadRequest(f"bad ttl in Via {text[:80]!r}")
-
-
-def _is_ip(text: str) -> bool:
-    # RFC 3261 §20.42: received = IPv4address / IPv6address ([] tolerated, RFC 5118 §4.5)
-    if grammar.IPV4_RE.fullmatch(text):
-        return True
-    if text[:1] == "[" and text[-1:] == "]":
-        text = text[1:-1]
-    try:
-        ipaddress.IPv6Address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _check_body(cl: str | None, body: bytes, stream: bool) -> bytes:
@@ -738,7 +726,7 @@ def _check_body(cl: str | None, body: bytes, stream: bool) -> bytes:
         if stream:
             raise BadRequest("no Content-Length on a stream transport")
         return body  # RFC 3261 §18.3: over UDP the body runs to the end of the datagram
-    if not _is_digits(cl, 10):
+    if not grammar.is_digits(cl, 10):
         raise BadRequest(f"bad Content-Length {cl[:20]!r}")
     n = int(cl)
     if n > len(body):

@@ -11,6 +11,7 @@ from typing import Any, cast
 
 import pytest
 
+from gateway.media import fastpath
 from gateway.media.dtmf import TelephoneEvent
 from gateway.media.g711 import ALAW_TO_ULAW, ULAW_TO_ALAW
 from gateway.media.ports import PortAllocator, PortsExhausted
@@ -57,6 +58,19 @@ def test_port_range_validation() -> None:
 
 
 # ------------------------------------------------------------------------------ relay
+
+# Every relay test runs with both forwarding engines: asyncio protocols and the native worker.
+ENGINES = [
+    "python",
+    pytest.param(
+        "native", marks=pytest.mark.skipif(not fastpath.AVAILABLE, reason="fast path not built")
+    ),
+]
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 def free_range(size: int = 200) -> tuple[int, int]:
@@ -137,7 +151,7 @@ async def no_packet(p: Peer, wait: float = 0.2) -> bool:
     return p.received.empty()
 
 
-def test_open_session_binds_even_rtp_and_rtcp() -> None:
+def test_open_session_binds_even_rtp_and_rtcp(engine: str) -> None:
     async def body(relay: MediaRelay) -> None:
         session = await relay.open_session("call-1")
         a, b = session.leg("a").local_port, session.leg("b").local_port
@@ -154,10 +168,10 @@ def test_open_session_binds_even_rtp_and_rtcp() -> None:
         with pytest.raises(ValueError):
             session.leg("c")
 
-    run(body)
+    run(body, engine=engine)
 
 
-def test_pcmu_to_pcma_and_back() -> None:
+def test_pcmu_to_pcma_and_back(engine: str) -> None:
     async def body(relay: MediaRelay) -> None:
         session = await relay.open_session("call-x")
         pa, pb = await peer(), await peer()
@@ -183,10 +197,10 @@ def test_pcmu_to_pcma_and_back() -> None:
         pa.close()
         pb.close()
 
-    run(body)
+    run(body, engine=engine)
 
 
-def test_same_codec_passes_bytes_through() -> None:
+def test_same_codec_passes_bytes_through(engine: str) -> None:
     async def body(relay: MediaRelay) -> None:
         session = await relay.open_session("same")
         pa, pb = await peer(), await peer()
@@ -205,10 +219,10 @@ def test_same_codec_passes_bytes_through() -> None:
         pa.close()
         pb.close()
 
-    run(body)
+    run(body, engine=engine)
 
 
-def test_latching_follows_the_real_source() -> None:
+def test_latching_follows_the_real_source(engine: str) -> None:
     async def body(relay: MediaRelay) -> None:
         session = await relay.open_session("nat")
         sdp_addr, nat, pb, intruder = await peer(), await peer(), await peer(), await peer()
@@ -239,10 +253,10 @@ def test_latching_follows_the_real_source() -> None:
         for p in (sdp_addr, nat, pb, intruder):
             p.close()
 
-    run(body)
+    run(body, engine=engine)
 
 
-def test_reinvite_same_address_keeps_latch_new_address_resets() -> None:
+def test_reinvite_same_address_keeps_latch_new_address_resets(engine: str) -> None:
     async def body(relay: MediaRelay) -> None:
         session = await relay.open_session("reinvite")
         sdp_addr, nat, pb, moved = await peer(), await peer(), await peer(), await peer()
@@ -270,7 +284,7 @@ def test_reinvite_same_address_keeps_latch_new_address_resets() -> None:
         for p in (sdp_addr, nat, pb, moved):
             p.close()
 
-    run(body)
+    run(body, engine=engine)
 
 
 def dtmf_packets(pt: int, seq0: int, ts: int, event: int, steps: int) -> list[bytes]:
@@ -287,7 +301,7 @@ def dtmf_packets(pt: int, seq0: int, ts: int, event: int, steps: int) -> list[by
     return out
 
 
-def test_dtmf_reported_once_and_pt_rewritten() -> None:
+def test_dtmf_reported_once_and_pt_rewritten(engine: str) -> None:
     async def body(relay: MediaRelay) -> None:
         session = await relay.open_session("dtmf")
         digits: list[tuple[str, str, int]] = []
@@ -321,10 +335,10 @@ def test_dtmf_reported_once_and_pt_rewritten() -> None:
         pa.close()
         pb.close()
 
-    run(body)
+    run(body, engine=engine)
 
 
-def test_dtmf_without_end_reported_by_housekeeping() -> None:
+def test_dtmf_without_end_reported_by_housekeeping(engine: str) -> None:
     async def body(relay: MediaRelay) -> None:
         session = await relay.open_session("dtmf-lost-end")
         digits: list[tuple[str, str, int]] = []
@@ -339,7 +353,7 @@ def test_dtmf_without_end_reported_by_housekeeping() -> None:
         pa.close()
         pb.close()
 
-    run(body, check_interval=0.05)
+    run(body, engine=engine, check_interval=0.05)
 
 
 async def until(condition: Callable[[], bool], timeout: float = 3.0) -> None:
@@ -350,7 +364,7 @@ async def until(condition: Callable[[], bool], timeout: float = 3.0) -> None:
     raise AssertionError("condition not met in time")
 
 
-def test_stall_callback() -> None:
+def test_stall_callback(engine: str) -> None:
     async def body(relay: MediaRelay) -> None:
         session = await relay.open_session("stall")
         stalls: list[RelaySession] = []
@@ -377,10 +391,10 @@ def test_stall_callback() -> None:
         pa.close()
         pb.close()
 
-    run(body, stall_timeout=0.3, check_interval=0.05)
+    run(body, engine=engine, stall_timeout=0.3, check_interval=0.05)
 
 
-def test_rtcp_is_relayed_between_rtcp_ports() -> None:
+def test_rtcp_is_relayed_between_rtcp_ports(engine: str) -> None:
     async def body(relay: MediaRelay) -> None:
         session = await relay.open_session("rtcp")
         a_rtp, a_rtcp = await even_peer_pair()
@@ -401,10 +415,10 @@ def test_rtcp_is_relayed_between_rtcp_ports() -> None:
         for p in (a_rtp, a_rtcp, b_rtp, b_rtcp, other):
             p.close()
 
-    run(body)
+    run(body, engine=engine)
 
 
-def test_close_returns_ports_and_is_idempotent() -> None:
+def test_close_returns_ports_and_is_idempotent(engine: str) -> None:
     async def body(relay: MediaRelay) -> None:
         before = relay.ports.available
         session = await relay.open_session("bye")
@@ -426,13 +440,13 @@ def test_close_returns_ports_and_is_idempotent() -> None:
         totals = relay.totals
         assert totals["sessions_opened"] == 1 and totals["sessions_closed"] == 1
 
-    run(body)
+    run(body, engine=engine)
 
 
-def test_exhausted_range_is_503_and_leaks_nothing() -> None:
+def test_exhausted_range_is_503_and_leaks_nothing(engine: str) -> None:
     async def main() -> None:
         base = free_range(4)[0]
-        relay = MediaRelay(HOST, (base, base + 3))  # two pairs: one session
+        relay = MediaRelay(HOST, (base, base + 3), engine=engine)  # two pairs: one session
         try:
             await relay.open_session("one")
             with pytest.raises(PortsExhausted) as info:
@@ -446,12 +460,12 @@ def test_exhausted_range_is_503_and_leaks_nothing() -> None:
     asyncio.run(main())
 
 
-def test_bind_skips_ports_taken_by_others() -> None:
+def test_bind_skips_ports_taken_by_others(engine: str) -> None:
     async def main() -> None:
         base = free_range(8)[0]
         squatter = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         squatter.bind((HOST, base + 1))  # the RTCP port of the first pair
-        relay = MediaRelay(HOST, (base, base + 7))
+        relay = MediaRelay(HOST, (base, base + 7), engine=engine)
         try:
             session = await relay.open_session("skip")
             assert base not in (session.leg("a").local_port, session.leg("b").local_port)
@@ -475,7 +489,7 @@ async def pump(src: Peer, dst: Peer, port: int, pt: int, count: int, seq0: int) 
     return got
 
 
-def test_thousand_packets_each_way_counters_exact() -> None:
+def test_thousand_packets_each_way_counters_exact(engine: str) -> None:
     async def body(relay: MediaRelay) -> None:
         session = await relay.open_session("bulk")
         pa, pb = await peer(), await peer()
@@ -504,14 +518,14 @@ def test_thousand_packets_each_way_counters_exact() -> None:
         pa.close()
         pb.close()
 
-    run(body)
+    run(body, engine=engine)
 
 
-def test_runs_on_uvloop() -> None:
+def test_runs_on_uvloop(engine: str) -> None:
     uvloop = pytest.importorskip("uvloop")
 
     async def main() -> None:
-        relay = MediaRelay(HOST, free_range())
+        relay = MediaRelay(HOST, free_range(), engine=engine)
         try:
             session = await relay.open_session("uv")
             pa, pb = await peer(), await peer()

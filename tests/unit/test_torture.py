@@ -374,7 +374,9 @@ def test_invut_unknown_content_type() -> None:
 
 
 def test_regaut01_unknown_authorization_scheme() -> None:
-    assert request("regaut01").headers.get("authorization") == "NoOneKnowsThisScheme opaque-data=here"
+    assert (
+        request("regaut01").headers.get("authorization") == "NoOneKnowsThisScheme opaque-data=here"
+    )
 
 
 def test_bcast_broadcast_via_parses() -> None:

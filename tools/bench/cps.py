@@ -379,6 +379,34 @@ def _offered_rate(stat_csv: Path, created: int) -> float:
     return 0.0
 
 
+def _diagnose(workdir: Path) -> dict[str, Any]:
+    """Why a step failed, from the logs about to be deleted: the first SIPp uac errors and the
+    system's warnings, each with how often it occurred."""
+    out: dict[str, Any] = {}
+    errors: dict[str, int] = {}
+    for path in workdir.glob("uac_*_errors.log"):
+        text = path.read_text(errors="replace")
+        for m in re.finditer(r"\d+\.\d+: (.*?)(?:, received '([^\r\n]*))?$", text, re.M):
+            what = re.sub(r"Call-Id '[^']*'", "Call-Id …", m.group(1))
+            key = f"{what} {m.group(2) or ''}".strip()
+            errors[key] = errors.get(key, 0) + 1
+    if errors:
+        out["uac_errors"] = dict(sorted(errors.items(), key=lambda kv: -kv[1])[:5])
+    warnings: dict[str, int] = {}
+    for name in ("gateway.err", "kamailio.err"):
+        path = workdir / name
+        if not path.exists():
+            continue
+        for line in path.read_text(errors="replace").splitlines():
+            w = re.search(r"(WARNING|ERROR|CRITICAL)\b[: ]+(.*)", line)
+            if w:
+                key = re.sub(r"\[[^\]]*@[^\]]*\]|\b\d+\b", "#", w.group(0))[:160]
+                warnings[key] = warnings.get(key, 0) + 1
+    if warnings:
+        out["sut_warnings"] = dict(sorted(warnings.items(), key=lambda kv: -kv[1])[:5])
+    return out
+
+
 def run_step(kind: type[System], rate: int, opts: Options, root: Path) -> dict[str, Any]:
     """One rate through one system; the step's figures."""
     workdir = Path(tempfile.mkdtemp(prefix=f"{kind.name}-{rate}-", dir=root))
@@ -489,6 +517,8 @@ def run_step(kind: type[System], rate: int, opts: Options, root: Path) -> dict[s
     except StepFailed as exc:
         out.update(passed=False, error=str(exc)[-3000:])
     finally:
+        if not out.get("passed"):
+            out["diagnosis"] = _diagnose(workdir)
         system.stop()
         out["wall_s"] = round(time.monotonic() - started, 1)
         if not opts.keep:

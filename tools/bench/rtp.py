@@ -4,7 +4,9 @@
 directory, then for each step N runs
 
 * the system under test, ``python -m tools.bench.rtp serve --calls N`` pinned to one core
-  (uvloop, the real :class:`gateway.media.relay.MediaRelay` on 127.0.0.1 with N sessions), and
+  (uvloop, the real :class:`gateway.media.relay.MediaRelay` on 127.0.0.1 with N sessions,
+  forwarding with ``--engine python`` (asyncio protocols) or ``native`` (the C worker thread of
+  :mod:`gateway.media.fastpath`, the default where it is built)), and
 * ``rtpgen`` pinned to another core: two phones per call sending 160-octet PCMU every 20 ms
   (50 packets/s each way), measuring loss per stream and one-way latency;
 
@@ -90,18 +92,27 @@ def _emit(obj: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-async def _serve(calls: int, ports: tuple[int, int], stall_timeout: float | None) -> None:
+async def _serve(
+    calls: int, ports: tuple[int, int], stall_timeout: float | None, engine: str
+) -> None:
     from gateway.media.relay import MediaRelay
 
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     base = _status()
-    relay = MediaRelay("127.0.0.1", ports, stall_timeout)
+    relay = MediaRelay("127.0.0.1", ports, stall_timeout, engine=engine)
     sessions = [await relay.open_session(f"bench-{i}") for i in range(calls)]
     local = [[s.leg("a").local_port, s.leg("b").local_port] for s in sessions]
     rtp_ports = {p for pair in local for p in pair}
-    _emit({"ports": local, "rss_kb_base": base["VmRSS"], "rss_kb_open": _status()["VmRSS"]})
+    _emit(
+        {
+            "ports": local,
+            "engine": relay.engine,
+            "rss_kb_base": base["VmRSS"],
+            "rss_kb_open": _status()["VmRSS"],
+        }
+    )
     mark: dict[str, Any] = {}
     while line := await reader.readline():
         cmd = json.loads(line)
@@ -158,10 +169,11 @@ def serve_main(argv: list[str]) -> int:
     parser.add_argument("--ports", default=f"{DEFAULT_PORTS[0]}-{DEFAULT_PORTS[1]}")
     parser.add_argument("--stall-timeout", type=float, default=30.0)
     parser.add_argument("--asyncio", action="store_true", help="stdlib loop instead of uvloop")
+    parser.add_argument("--engine", choices=("python", "native"), default="native")
     args = parser.parse_args(argv)
     lo, _, hi = args.ports.partition("-")
     _raise_nofile()
-    coro = _serve(args.calls, (int(lo), int(hi)), args.stall_timeout)
+    coro = _serve(args.calls, (int(lo), int(hi)), args.stall_timeout, args.engine)
     if args.asyncio:
         asyncio.run(coro)
     else:
@@ -309,6 +321,8 @@ def _run_relay(gen: Path, calls: int, opt: argparse.Namespace, workdir: Path) ->
         str(calls),
         "--ports",
         opt.ports,
+        "--engine",
+        opt.engine,
     ]
     if opt.asyncio:
         serve_argv.append("--asyncio")
@@ -403,6 +417,7 @@ def _env(opt: argparse.Namespace) -> dict[str, Any]:
         "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
         "python": platform.python_version(),
         "loop": "asyncio" if opt.asyncio else f"uvloop {uv}",
+        "engine": opt.engine,
         "kernel": platform.release(),
         "relay_core": opt.relay_core,
         "generator_core": opt.gen_core,
@@ -439,6 +454,13 @@ def bench_main(argv: list[str]) -> int:
     )
     parser.add_argument("--asyncio", action="store_true", help="serve on the stdlib loop")
     parser.add_argument(
+        "--engine",
+        choices=("python", "native"),
+        default=None,
+        help="who forwards RTP in the relay: its asyncio protocols or the native worker thread "
+        "of gateway.media.fastpath (default: native where it is built)",
+    )
+    parser.add_argument(
         "--priority",
         choices=("normal", "nice", "fifo"),
         default="normal",
@@ -457,6 +479,10 @@ def bench_main(argv: list[str]) -> int:
     )
     parser.add_argument("--cc", default=os.environ.get("CC", "cc"))
     opt = parser.parse_args(argv)
+    if opt.engine is None:
+        from gateway.media import fastpath
+
+        opt.engine = "native" if fastpath.AVAILABLE else "python"
     opt.duration = opt.duration or (5.0 if opt.quick else 20.0)
     opt.warmup = opt.warmup if opt.warmup is not None else (2.0 if opt.quick else 3.0)
     steps = sorted({int(s) for s in opt.steps.split(",") if s.strip()})
@@ -522,6 +548,7 @@ def bench_main(argv: list[str]) -> int:
     best = max((s for s in results if s["pass"]), key=lambda s: s["calls"], default=None)
     report = {
         "benchmark": "rtp",
+        "engine": opt.engine,
         "criteria": {
             "loss_pct_below": LOSS_LIMIT_PCT,
             "p99_added_latency_us_below": P99_ADDED_LIMIT_US,
