@@ -70,7 +70,11 @@ EXAMPLE: dict[str, Any] = {
                 "on": "schedule:main",
                 "cases": {"open": "language", "closed": "closed"},
             },
-            "closed": {"kind": "voicemail", "box": "general", "prompts": ["closed", "voicemail_intro"]},
+            "closed": {
+                "kind": "voicemail",
+                "box": "general",
+                "prompts": ["closed", "voicemail_intro"],
+            },
             "language": {
                 "kind": "menu",
                 "prompts": ["cmn/menu_language", "en/menu_language"],
@@ -170,7 +174,9 @@ def example_with(**nodes: Any) -> dict[str, Any]:
 class Driver:
     """Drives a session: a clock, the last Play, helpers that answer like a media player."""
 
-    def __init__(self, caller: CallerInfo = CALLER, wall: datetime = OPEN, fs: FlowSet | None = None):
+    def __init__(
+        self, caller: CallerInfo = CALLER, wall: datetime = OPEN, fs: FlowSet | None = None
+    ):
         self.now = 1000.0
         self.session = IvrSession(fs or flows(), caller, self.now, wall)
         self.log: list[Command] = []
@@ -270,7 +276,8 @@ def test_missing_prompt_names_the_key(missing: str, key: str) -> None:
          "flows.main.welcome.next: unknown node 'nowhere'"),
         ({"welcome": {"kind": "play", "prompts": ["welcome"], "next": "other/x"}},
          "flows.main.welcome.next: unknown flow 'other'"),
-        ({"welcome": {"kind": "dance", "next": "hours"}}, "flows.main.welcome.kind: unknown kind 'dance'"),
+        ({"welcome": {"kind": "dance", "next": "hours"}},
+         "flows.main.welcome.kind: unknown kind 'dance'"),
         ({"welcome": {"kind": "play", "prompts": ["welcome"], "next": "hours", "colour": 1}},
          "flows.main.welcome.colour: unknown key"),
         ({"hours": {"kind": "branch", "on": "schedule:night", "cases": {"open": "language"}}},
@@ -709,7 +716,12 @@ def test_hangup_node_and_default_fallback() -> None:
         "flows": {
             "main": {
                 "start": "m",
-                "m": {"kind": "menu", "prompts": ["menu_main"], "options": {"1": "bye"}, "tries": 1},
+                "m": {
+                    "kind": "menu",
+                    "prompts": ["menu_main"],
+                    "options": {"1": "bye"},
+                    "tries": 1,
+                },
                 "bye": {"kind": "hangup", "prompts": ["goodbye"]},
             }
         }
@@ -737,3 +749,29 @@ def test_events_before_start_and_double_start() -> None:
 def test_transition_table_is_complete() -> None:
     phases = [p for p in _Phase if p is not _Phase.NEW]
     assert set(_TABLE) == {(p, e) for p in phases for e in _Event}
+
+
+def test_confirmation_invalid_key_repeats_the_readback() -> None:
+    d = Driver()
+    d.to_main_menu()
+    d.digit("9")
+    d.keys("55555#")
+    cmds = d.digit("7")  # neither 1 nor 2
+    assert plays(cmds) == [
+        ("cmn/invalid", "cmn/you_entered", *["cmn/digit_5"] * 5, "cmn/confirm_entry")
+    ]
+    d.play_done()
+    cmds = d.wait()  # no answer to the confirmation: second failure, the timeout prompt
+    assert plays(cmds)[0][:2] == ("cmn/timeout", "cmn/you_entered")
+    d.play_done()
+    cmds = d.wait()  # third failure (tries = 3) → fallback
+    assert plays(cmds) == [("cmn/please_hold",)]
+    assert "callback_number" not in d.session.variables
+
+
+def test_branch_on_lang_with_unknown_language_is_refused() -> None:
+    data = example_with(
+        vip={"kind": "branch", "on": "var:lang", "cases": {"fr": "main_menu"}, "default": "sales"}
+    )
+    with pytest.raises(ValueError, match=r"^flows\.main\.vip\.cases\.fr: not in languages"):
+        flows(data)
