@@ -161,21 +161,20 @@ def choose(
     most one). ``order`` is the queue's member order."""
     if not candidates:
         return []
+    rank = {ext: i for i, ext in enumerate(order)}
+    last = len(order)  # not in the order (cannot happen for agents logged into the queue)
     if policy.strategy is Strategy.RINGALL:
-        return sorted(candidates, key=lambda a: _rank(order, a.extension))
+        return sorted(candidates, key=lambda a: rank.get(a.extension, last))
     pool = [a for a in candidates if a.extension not in entry.tried] or list(candidates)
     if policy.best_skill_first:
         best = max(skill_score(a, entry) for a in pool)
         pool = [a for a in pool if skill_score(a, entry) == best]
     strategy = policy.strategy
     if strategy is Strategy.LINEAR:
-        return [min(pool, key=lambda a: _rank(order, a.extension))]
+        return [min(pool, key=lambda a: rank.get(a.extension, last))]
     if strategy is Strategy.RRMEMORY:
-        n = len(order)
-        start = 0
-        if state.last_offered is not None and state.last_offered in order:
-            start = order.index(state.last_offered) + 1
-        return [min(pool, key=lambda a: (_rank(order, a.extension) - start) % max(n, 1))]
+        start = 0 if state.last_offered is None else rank.get(state.last_offered, -1) + 1
+        return [min(pool, key=lambda a: (rank.get(a.extension, last) - start) % max(last, 1))]
     if strategy is Strategy.LONGEST_IDLE:
         return [min(pool, key=lambda a: (a.idle_since, -skill_score(a, entry), a.extension))]
     if strategy is Strategy.FEWEST_CALLS:
@@ -195,14 +194,6 @@ def choose(
             raise ValueError(f"queue {policy.name}: the random strategy needs an rng")
         return [rng.choice(sorted(pool, key=lambda a: a.extension))]
     raise AssertionError(strategy)  # pragma: no cover
-
-
-def _rank(order: Sequence[str], extension: str) -> int:
-    # Agents missing from the order (not logged into the queue) cannot be candidates; rank last.
-    try:
-        return order.index(extension)
-    except ValueError:
-        return len(order)
 
 
 def dispatch(
@@ -236,6 +227,8 @@ def dispatch_all(
     for qi, (line, policy, _) in enumerate(queues):
         if policy.name != line.name:
             raise ValueError(f"policy {policy.name!r} is not for queue {line.name!r}")
+        if policy.strategy is Strategy.RANDOM and rng is None:
+            raise ValueError(f"queue {policy.name}: the random strategy needs an rng")
         for pos, entry in enumerate(line.ordered(now)):
             if entry.offered_to:
                 continue
@@ -243,14 +236,15 @@ def dispatch_all(
             work.append((key, entry, qi))
     work.sort(key=lambda item: item[0])
 
-    available = [a for a in agents if a.state is AgentState.AVAILABLE]
+    free = [a for a in agents if a.state is AgentState.AVAILABLE and a.extension not in exclude]
     orders = [member_order(policy, agents) for _, policy, _ in queues]
     states = [state for _, _, state in queues]
-    taken = set(exclude)
     offers: list[Offer] = []
     for _, entry, qi in work:
+        if not free:
+            break
         policy = queues[qi][1]
-        candidates = eligible(entry, policy.name, available, now, frozenset(taken))
+        candidates = eligible(entry, policy.name, free, now)
         chosen = choose(policy, entry, candidates, orders[qi], states[qi], rng)
         if not chosen:
             continue
@@ -262,7 +256,8 @@ def dispatch_all(
             sticky=entry.is_sticky(now),
         )
         offers.append(offer)
-        taken.update(offer.agents)
+        taken = set(offer.agents)
+        free = [a for a in free if a.extension not in taken]
         states[qi] = states[qi].after([offer])
     return offers
 

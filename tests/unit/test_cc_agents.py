@@ -24,7 +24,7 @@ from gateway.cc.agents import (
 )
 
 S = AgentState
-I = AgentInput
+In = AgentInput
 EXT = "1001"
 CALL = "call-1"
 
@@ -56,9 +56,9 @@ def table_with(state: AgentState, config: AgentConfig = PLAIN, now: float = 100.
 
 
 def kwargs_for(event: AgentInput) -> dict[str, str]:
-    if event is I.OFFER:
+    if event is In.OFFER:
         return {"call_id": "call-new"}
-    if event is I.PAUSE:
+    if event is In.PAUSE:
         return {"reason": "break"}
     return {}
 
@@ -92,23 +92,23 @@ def test_each_pair_follows_the_table_or_raises(state: AgentState, event: AgentIn
 
 def test_table_covers_leg_failed_in_every_state() -> None:
     for state in AgentState:
-        assert (state, I.LEG_FAILED) in TRANSITIONS
+        assert (state, In.LEG_FAILED) in TRANSITIONS
 
 
 def test_leg_failed_never_leaves_ringing_or_on_call() -> None:
     for (state, event), nxt in TRANSITIONS.items():
-        if event is I.LEG_FAILED:
+        if event is In.LEG_FAILED:
             assert nxt not in (S.RINGING, S.ON_CALL), state
 
 
 def test_offer_only_from_available() -> None:
-    assert [s for (s, e) in TRANSITIONS if e is I.OFFER] == [S.AVAILABLE]
+    assert [s for (s, e) in TRANSITIONS if e is In.OFFER] == [S.AVAILABLE]
 
 
 def test_table_values_are_states() -> None:
     assert all(isinstance(v, AgentState) for v in TRANSITIONS.values())
     with pytest.raises(TypeError):
-        TRANSITIONS[(S.AVAILABLE, I.LOGIN)] = S.AVAILABLE  # type: ignore[index]
+        TRANSITIONS[(S.AVAILABLE, In.LOGIN)] = S.AVAILABLE  # type: ignore[index]
 
 
 # -- login, logout, pause ------------------------------------------------------------------
@@ -160,7 +160,7 @@ def test_pause_and_unpause() -> None:
 
 def test_pause_default_reason() -> None:
     t = table_with(S.AVAILABLE)
-    t.apply(EXT, I.PAUSE, 1.0)
+    t.apply(EXT, In.PAUSE, 1.0)
     assert t.get(EXT).pause_reason == "paused"
 
 
@@ -215,7 +215,7 @@ def test_offer_ring_timeout_override() -> None:
 def test_offer_needs_call_id() -> None:
     t = table_with(S.AVAILABLE)
     with pytest.raises(ValueError):
-        t.apply(EXT, I.OFFER, 1.0)
+        t.apply(EXT, In.OFFER, 1.0)
 
 
 def test_one_offer_at_a_time() -> None:
@@ -248,14 +248,14 @@ def test_answer_for_another_call_is_wrong_call() -> None:
     assert t.state(EXT) is S.RINGING
 
 
-@pytest.mark.parametrize("event", [I.ANSWER, I.NO_ANSWER, I.WITHDRAW, I.HANGUP, I.LEG_FAILED])
+@pytest.mark.parametrize("event", [In.ANSWER, In.NO_ANSWER, In.WITHDRAW, In.HANGUP, In.LEG_FAILED])
 def test_wrong_call_checked_while_ringing(event: AgentInput) -> None:
     t = table_with(S.RINGING)
     with pytest.raises(WrongCall):
         t.apply(EXT, event, 100.0, call_id="nope")
 
 
-@pytest.mark.parametrize("event", [I.HANGUP, I.LEG_FAILED])
+@pytest.mark.parametrize("event", [In.HANGUP, In.LEG_FAILED])
 def test_wrong_call_checked_on_call(event: AgentInput) -> None:
     t = table_with(S.ON_CALL)
     with pytest.raises(WrongCall):
@@ -310,7 +310,7 @@ def test_auto_pause_after_max_no_answer(limit: int) -> None:
             assert tr.auto_paused is None
     assert tr.after is S.PAUSED
     assert tr.auto_paused == "no-answer"
-    assert tr.inputs == (I.NO_ANSWER, I.PAUSE)
+    assert tr.inputs == (In.NO_ANSWER, In.PAUSE)
     assert t.get(EXT).pause_reason == "no-answer"
 
 
@@ -436,7 +436,7 @@ def test_zero_wrapup_is_available_at_once() -> None:
     t = table_with(S.ON_CALL, AgentConfig(wrapup_s=0))
     tr = t.hangup(EXT, CALL, 100.0)
     assert tr.after is S.AVAILABLE
-    assert tr.inputs == (I.HANGUP, I.WRAPUP_DONE)
+    assert tr.inputs == (In.HANGUP, In.WRAPUP_DONE)
     assert t.get(EXT).idle_since == 100.0
     assert t.get(EXT).call_id is None
 
@@ -454,7 +454,7 @@ def test_pause_requested_on_call_applies_after_wrapup() -> None:
     t.hangup(EXT, CALL, 100.0)
     assert t.state(EXT) is S.WRAP_UP
     tr = t.wrapup_done(EXT, 130.0)
-    assert tr.inputs == (I.WRAPUP_DONE, I.PAUSE)
+    assert tr.inputs == (In.WRAPUP_DONE, In.PAUSE)
     v = t.get(EXT)
     assert (v.state, v.pause_reason) == (S.PAUSED, "training")
 
@@ -463,7 +463,7 @@ def test_pending_pause_with_zero_wrapup() -> None:
     t = table_with(S.ON_CALL, AgentConfig(wrapup_s=0))
     t.pause(EXT, 99.0, "training")
     tr = t.hangup(EXT, CALL, 100.0)
-    assert tr.inputs == (I.HANGUP, I.WRAPUP_DONE, I.PAUSE)
+    assert tr.inputs == (In.HANGUP, In.WRAPUP_DONE, In.PAUSE)
     assert tr.after is S.PAUSED
 
 
@@ -695,7 +695,7 @@ def test_random_walk_invariants(
     for event, call, dt in walk:
         now += dt
         before = t.get(EXT)
-        if event is I.OFFER and call is None:
+        if event is In.OFFER and call is None:
             call = "c0"
         try:
             tr = t.apply(EXT, event, now, call_id=call)
@@ -727,7 +727,7 @@ def test_random_walk_invariants(
             assert v.pause_reason is None
         if v.state is S.LOGGED_OUT:
             assert v.queues == frozenset()
-        if event is I.LEG_FAILED:
+        if event is In.LEG_FAILED:
             assert v.state not in (S.RINGING, S.ON_CALL)
         if max_no_answer:
             assert v.consecutive_no_answers <= max_no_answer

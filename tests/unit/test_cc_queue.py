@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -420,7 +421,7 @@ def test_order_properties(
     for i, entry in enumerate(ordered, start=1):
         assert positions[entry.call_id] == i
         assert q.position(entry.call_id, now) == i
-    for a, b in zip(ordered, ordered[1:], strict=False):
+    for a, b in itertools.pairwise(ordered):
         ea, eb = q.effective_priority(a, now), q.effective_priority(b, now)
         assert ea >= eb
         if ea == eb:
@@ -436,9 +437,7 @@ def vip_stream(draw: st.DrawFn) -> tuple[list[tuple[float, int]], list[tuple[flo
     """Entries already waiting (arrival offset ≤ 0, priority) and a stream of steps
     (time advance, VIPs arriving before the next dequeue)."""
     before = draw(st.lists(st.tuples(st.floats(-300, 0), st.integers(0, 5)), max_size=10))
-    stream = draw(
-        st.lists(st.tuples(st.floats(0, 20), st.integers(0, 4)), min_size=1, max_size=40)
-    )
+    stream = draw(st.lists(st.tuples(st.floats(0, 20), st.integers(0, 4)), min_size=1, max_size=40))
     return before, stream
 
 
