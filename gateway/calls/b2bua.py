@@ -16,13 +16,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from gateway.media.endpoint import MediaEndpoint
 from gateway.media.relay import MediaRelay, RelaySession
 from gateway.routing.dialplan import (
+    AppDestination,
+    Destination,
     DialPlan,
     Reject,
     ToAgent,
+    ToFlow,
     ToGroup,
+    ToQueue,
     ToTrunk,
+    ToVoicemail,
     route_inbound,
     route_internal,
 )
@@ -87,6 +93,30 @@ class Edge(Protocol):
 
     def locate(self, extension: str) -> list[tuple[SipUri, Peer]]:
         """Where an agent's phones are: (contact URI, flow) per live binding."""
+        ...
+
+
+class CallApp(Protocol):
+    """The contact centre: calls the gateway answers itself, and their offers to agents."""
+
+    def on_app_call(self, call: Call, dest: AppDestination) -> None:
+        """``call`` was answered by the gateway; ``call.endpoint`` plays to the caller."""
+        ...
+
+    def on_offer_answered(self, call: Call, agent: str) -> None:
+        """``agent`` answered an offer: the caller now talks to the agent."""
+        ...
+
+    def on_offer_failed(self, call: Call, agent: str, status: int) -> None:
+        """An offer to ``agent`` ended without an answer (busy, declined, ring timeout 408)."""
+        ...
+
+    def on_call_ended(self, call: Call) -> None:
+        """The call is over (either side hung up, media stalled ...)."""
+        ...
+
+    def on_dtmf(self, call: Call, digit: str) -> None:
+        """The caller pressed ``digit`` (RFC 4733 or INFO)."""
         ...
 
 
@@ -158,6 +188,10 @@ class Call:
     hangup_side: str = ""
     cause: int = 0
     cause_text: str = ""
+    app: bool = False  # answered by the gateway (IVR, queue, voicemail) rather than a phone
+    endpoint: MediaEndpoint | None = None  # the gateway's own media end while ``app``
+    a_codec: int = 0  # leg a's payload type once the gateway answered it
+    data: dict[str, object] = field(default_factory=dict)  # the contact centre's notes
 
 
 class CallCounters:
@@ -208,6 +242,7 @@ class B2bua:
         self.on_record = on_record
         self.on_dtmf = on_dtmf
         self.linger = linger  # s an ended call's Call-IDs stay known (late retransmissions)
+        self.app: CallApp | None = None
         self.calls: dict[str, Call] = {}  # by the Call-ID of every leg
         self.txns: dict[str, tuple[Call, Leg]] = {}  # client txn → (call, leg) and a-leg server txn
         self.counters = CallCounters()
@@ -395,6 +430,10 @@ class B2bua:
             self.counters.refused += 1
             self._reply(txn_id, req, dest.status, dest.reason)
             return
+        if isinstance(dest, AppDestination) and self.app is None:
+            self.counters.refused += 1
+            self._reply(txn_id, req, 404, "No Contact Centre")
+            return
         try:
             offer = sdp_glue.parse_offer(req.body) if req.body else None
         except SipError as exc:
@@ -415,12 +454,135 @@ class B2bua:
             call.trunk = dest.trunk
         elif isinstance(dest, ToAgent):
             call.destination = f"agent:{dest.extension}"
-        else:
+        elif isinstance(dest, ToGroup):
             call.destination = f"group:{dest.name}"
+        else:
+            call.destination = _app_label(dest)
+            call.app = True
+            self._spawn(self._setup_app(call, dest, offer))
+            return
         self._spawn(self._setup(call, dest, offer))
 
-    def _route_inbound(self, trunk: str, dialled: str) -> ToAgent | ToGroup | ToTrunk | Reject:
+    def _route_inbound(self, trunk: str, dialled: str) -> Destination:
         return route_inbound(self.plan, trunk, dialled)
+
+    # ------------------------------------------------------------------ calls the gateway answers
+
+    async def _setup_app(self, call: Call, dest: AppDestination, offer: sdp_glue.Offer) -> None:
+        """Answer the caller ourselves, media anchored in the relay, far leg on our endpoint."""
+        try:
+            session = await self.relay.open_session(call.a.call_id)
+        except Exception as exc:
+            log.warning("[%s] no media ports: %s", call.a.call_id, exc)
+            self._fail(call, 503, "No Media Resources")
+            return
+        if call.state == "ended":
+            session.close()
+            return
+        call.media = session
+        session.on_stall = lambda _s, c=call: self._on_stall(c)
+        session.on_dtmf = lambda leg, digit, dur, c=call: self._on_media_dtmf(c, leg, digit, dur)
+        a = call.a
+        try:
+            body, codec, dtmf = sdp_glue.local_answer(
+                call.a_sdp,
+                self.relay.host,
+                session.leg("a").local_port,
+                a.sdp_session_id,
+                a.next_sdp_version(),
+            )
+            endpoint = await MediaEndpoint.open(
+                self.loop, self.relay.host, session.leg("b").local_port, codec
+            )
+        except (SipError, OSError) as exc:
+            log.warning("[%s] cannot answer: %s", a.call_id, exc)
+            self._fail(call, 488 if isinstance(exc, SipError) else 503, "Cannot Answer")
+            return
+        if call.state == "ended":
+            endpoint.close()
+            return
+        call.endpoint = endpoint
+        call.a_codec = codec
+        session.set_remote("a", offer.host, offer.port, codec_pt=codec, dtmf_pt=dtmf)
+        session.set_remote("b", self.relay.host, endpoint.local_port, codec_pt=codec, dtmf_pt=None)
+        call.state = "app"
+        call.answer_wall = time.time()
+        self._respond(a, 200, "OK", body)
+        assert self.app is not None
+        self.app.on_app_call(call, dest)
+
+    def offer(self, call: Call, agent: str, ring_timeout: float) -> bool:
+        """Ring ``agent``'s phones for a call the gateway holds; False if none is registered.
+
+        The outcome comes back as ``on_offer_answered`` or ``on_offer_failed``.
+        """
+        if call.state != "app" or call.media is None:
+            return False
+        targets = self.edge.locate(agent)
+        if not targets:
+            return False
+        for uri, peer in targets:
+            leg = self._send_invite(call, uri, peer, agent)
+            leg.timer = self.loop.call_later(ring_timeout, self._offer_timeout, call, leg)
+        return True
+
+    def withdraw(self, call: Call, agent: str) -> None:
+        """Stop ringing ``agent`` for ``call`` (another agent won, the caller left ...)."""
+        for f in call.forks:
+            if f.label == agent and not f.ended and not f.answered:
+                self._cancel_fork(f)
+
+    def hangup_call(self, call: Call, cause: int = 16, text: str = "Normal Clearing") -> None:
+        """End a call from the gateway's side (after a goodbye prompt, a feature code ...)."""
+        self._hangup(call, None, cause, text, side="gateway")
+
+    def _cancel_fork(self, leg: Leg) -> None:
+        leg.ended = True
+        if leg.timer is not None:
+            leg.timer.cancel()
+            leg.timer = None
+        if leg.txn_id is not None:
+            self.endpoint.cancel(leg.txn_id)
+
+    def _offer_timeout(self, call: Call, leg: Leg) -> None:
+        leg.timer = None
+        if leg.ended or leg.answered or call.state != "app":
+            return
+        self._cancel_fork(leg)
+        self._report_offer_failed(call, leg, 408)
+
+    def _report_offer_failed(self, call: Call, leg: Leg, status: int) -> None:
+        live = any(f.label == leg.label and not f.ended for f in call.forks if f is not leg)
+        if not live and self.app is not None and call.state == "app":
+            self.app.on_offer_failed(call, leg.label, status)
+
+    def _bridge_app_call(self, call: Call, leg: Leg, resp: Response) -> None:
+        """An agent answered a held call: point the relay's far leg at the agent."""
+        assert call.media is not None
+        try:
+            ans = sdp_glue.parse_offer(resp.body)
+        except SipError as exc:
+            log.info("[%s] bad SDP answer from %s: %s", call.a.call_id, leg.label, exc.detail)
+            self._send_bye(leg)
+            self._report_offer_failed(call, leg, 488)
+            return
+        call.b = leg
+        call.state = "answered"
+        call.agent = leg.label
+        self.counters.answered += 1
+        for f in call.forks:
+            if f is not leg and not f.ended:
+                self._cancel_fork(f)
+        if leg.timer is not None:
+            leg.timer.cancel()
+            leg.timer = None
+        if call.endpoint is not None:
+            call.endpoint.close()
+            call.endpoint = None
+        call.media.set_remote("b", ans.host, ans.port, codec_pt=ans.codec_pt, dtmf_pt=ans.dtmf_pt)
+        log.info("[%s] answered by agent %s", call.a.call_id, leg.label)
+        if self.app is not None:
+            self.app.on_offer_answered(call, leg.label)
 
     async def _setup(
         self, call: Call, dest: ToAgent | ToGroup | ToTrunk, offer: sdp_glue.Offer
@@ -484,7 +646,7 @@ class B2bua:
         )
         self._fail(call, status, reason)
 
-    def _send_invite(self, call: Call, uri: SipUri, peer: Peer, label: str) -> None:
+    def _send_invite(self, call: Call, uri: SipUri, peer: Peer, label: str) -> Leg:
         assert call.media is not None
         a = call.a
         call_id = new_call_id(self.host)
@@ -519,6 +681,7 @@ class B2bua:
         call.forks.append(leg)
         self.calls[call_id] = call
         self.txns[txn] = (call, leg)
+        return leg
 
     def _on_no_answer(self, call: Call) -> None:
         call.no_answer = None
@@ -550,6 +713,9 @@ class B2bua:
             self.txns.pop(txn_id, None)
 
     def _on_b_invite_response(self, call: Call, leg: Leg, resp: Response) -> None:
+        if call.app:
+            self._on_offer_response(call, leg, resp)
+            return
         status = resp.status
         a = call.a
         if status < 200:
@@ -608,6 +774,33 @@ class B2bua:
                 call.no_answer.cancel()
                 call.no_answer = None
             self._next_target(call)
+
+    def _on_offer_response(self, call: Call, leg: Leg, resp: Response) -> None:
+        status = resp.status
+        if status < 200:
+            leg.provisional = True
+            return
+        if status < 300:
+            if leg.dialog is None:
+                leg.dialog = Dialog.from_uac(leg.invite, resp, self.contact(leg.peer.transport))
+            self._send_ack(leg, resp)
+            if leg.answered:
+                return  # a retransmitted 2xx
+            leg.answered = True
+            leg.status = status
+            if call.state != "app" or leg.ended:
+                self._send_bye(leg)  # too late: another agent won, or the caller left
+                return
+            self._bridge_app_call(call, leg, resp)
+            return
+        was_ended = leg.ended
+        leg.ended = True
+        leg.status = status
+        if leg.timer is not None:
+            leg.timer.cancel()
+            leg.timer = None
+        if not was_ended:
+            self._report_offer_failed(call, leg, status)
 
     def _answered(self, call: Call, leg: Leg, resp: Response) -> None:
         call.b = leg
@@ -789,6 +982,18 @@ class B2bua:
             call.no_answer = None
         if call.media is not None:
             call.media.close()
+        if call.endpoint is not None:
+            call.endpoint.close()
+            call.endpoint = None
+        for f in call.forks:
+            if f.timer is not None:
+                f.timer.cancel()
+                f.timer = None
+        if call.app and self.app is not None:
+            try:
+                self.app.on_call_ended(call)
+            except Exception:
+                log.exception("[%s] contact centre failed on call end", call.a.call_id)
         # Keep the Call-ID mappings a little while, so late retransmissions find a 481-free home.
         self.loop.call_later(self.linger, self._forget, call)
         if self.on_record is not None:
@@ -908,12 +1113,13 @@ class B2bua:
             self._on_media_dtmf(call, leg.role, digit, 0)
 
     def _on_media_dtmf(self, call: Call, leg: str, digit: str, duration: int) -> None:
-        log.info("[%s] DTMF %s from leg %s", call.a.call_id, digit, leg)
         if self.on_dtmf is not None:
             self.on_dtmf(call, leg, digit)
+        if call.app and leg == "a" and self.app is not None:
+            self.app.on_dtmf(call, digit)
 
     def _on_stall(self, call: Call) -> None:
-        if call.state != "answered":
+        if call.state not in ("answered", "app"):
             return
         self.counters.stalled += 1
         log.info("[%s] media stalled: ending the call", call.a.call_id)
@@ -967,3 +1173,13 @@ def _info_digit(body: bytes, ct: str | None) -> str | None:
         return None
     v = text.strip()
     return v if len(v) == 1 and v in "0123456789*#ABCD" else None
+
+
+def _app_label(dest: AppDestination) -> str:
+    if isinstance(dest, ToQueue):
+        return f"queue:{dest.name}"
+    if isinstance(dest, ToFlow):
+        return f"flow:{dest.name}"
+    if isinstance(dest, ToVoicemail):
+        return f"voicemail:{dest.box}"
+    return f"feature:{dest.code}"

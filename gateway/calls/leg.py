@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from dataclasses import dataclass, field
 
@@ -35,6 +36,7 @@ class Leg:
     ack_bytes_peer: tuple[bytes, Peer] | None = None  # the ACK we sent for its 2xx (to resend)
     remote_sdp: bytes = b""
     status: int = 0  # final status seen/sent on the initial INVITE
+    timer: asyncio.TimerHandle | None = None  # the ring timeout of an offer to an agent
 
     def next_sdp_version(self) -> int:
         """The o= version for the next SDP we send on this leg (RFC 3264 §8)."""

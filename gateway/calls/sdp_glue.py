@@ -88,3 +88,15 @@ def relay_answer(
     direction = answer.direction_of(b_audio)
     sdp = _sdp.build_answer(offer, host, port, pt, dtmf, session_id, version, direction)
     return bytes(sdp), pt, dtmf
+
+
+def local_answer(
+    a_offer: bytes, host: str, port: int, session_id: int, version: int
+) -> tuple[bytes, int, int | None]:
+    """Our answer when the gateway itself answers leg a (IVR, queue): its first G.711 codec and
+    its telephone-event, media at the relay. Returns (SDP, codec, DTMF payload type)."""
+    offer = SessionDescription.parse(a_offer)
+    codec = _sdp.negotiate(offer, RELAY_CODECS)
+    dtmf = _sdp.telephone_event(offer.audio)
+    sdp = _sdp.build_answer(offer, host, port, codec.payload_type, dtmf, session_id, version)
+    return bytes(sdp), codec.payload_type, dtmf

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 
@@ -22,6 +22,34 @@ class ToGroup:
 
 
 @dataclass(frozen=True, slots=True)
+class ToQueue:
+    """Wait in a contact-centre queue for an agent."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToFlow:
+    """Run an IVR flow (which routes on to a queue, an agent, voicemail ...)."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToVoicemail:
+    """Leave a message in a voicemail box."""
+
+    box: str
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureCode:
+    """An agent's feature code (``*45`` log in, ...): handled by the contact centre."""
+
+    code: str
+
+
+@dataclass(frozen=True, slots=True)
 class ToTrunk:
     """Out to the PSTN through a carrier trunk."""
 
@@ -37,19 +65,30 @@ class Reject:
     reason: str
 
 
-Destination = ToAgent | ToGroup | ToTrunk | Reject
+Destination = ToAgent | ToGroup | ToQueue | ToFlow | ToVoicemail | FeatureCode | ToTrunk | Reject
+AppDestination = ToQueue | ToFlow | ToVoicemail | FeatureCode
+"""Destinations the gateway answers itself (the contact centre), rather than ringing a phone."""
 
 
 def parse_destination(text: str) -> Destination:
-    """``agent:1001`` / ``group:sales`` → a destination; ValueError otherwise."""
+    """``agent:1001`` / ``group:sales`` / ``queue:sales`` / ``flow:main`` / ``voicemail:box`` →
+    a destination; ValueError otherwise."""
     kind, sep, value = text.partition(":")
     if not sep or not value:
-        raise ValueError(f"{text!r} is not kind:value (agent:1001, group:sales)")
-    if kind == "agent":
-        return ToAgent(value)
-    if kind == "group":
-        return ToGroup(value)
-    raise ValueError(f"unknown destination kind {kind!r} in {text!r} (agent, group)")
+        raise ValueError(f"{text!r} is not kind:value (agent:1001, group:sales, queue:sales)")
+    make = _KINDS.get(kind)
+    if make is None:
+        raise ValueError(f"unknown destination kind {kind!r} in {text!r} ({', '.join(_KINDS)})")
+    return make(value)
+
+
+_KINDS: dict[str, Callable[[str], Destination]] = {
+    "agent": ToAgent,
+    "group": ToGroup,
+    "queue": ToQueue,
+    "flow": ToFlow,
+    "voicemail": ToVoicemail,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +97,8 @@ class DialPlan:
 
     agents: frozenset[str] = frozenset()
     group_numbers: Mapping[str, str] = field(default_factory=dict)  # extension → group name
+    queue_numbers: Mapping[str, str] = field(default_factory=dict)  # extension → queue name
+    feature_codes: frozenset[str] = frozenset()  # "*45" ...
     dids: Mapping[str, Mapping[str, Destination]] = field(
         default_factory=dict
     )  # trunk → DID → dest
@@ -90,6 +131,8 @@ def route_inbound(plan: DialPlan, trunk: str, dialled: str) -> Destination:
 def route_internal(plan: DialPlan, caller: str, dialled: str) -> Destination:
     """A call from authenticated agent ``caller`` to ``dialled``."""
     number = normalise_number(dialled)
+    if number in plan.feature_codes:
+        return FeatureCode(number)
     if number == caller:
         return Reject(486, "Busy Here")
     if number in plan.agents:
@@ -97,6 +140,9 @@ def route_internal(plan: DialPlan, caller: str, dialled: str) -> Destination:
     group = plan.group_numbers.get(number)
     if group is not None:
         return ToGroup(group)
+    queue = plan.queue_numbers.get(number)
+    if queue is not None:
+        return ToQueue(queue)
     if plan.external_pattern.fullmatch(number):
         if plan.outbound_trunk is None:
             return Reject(403, "No Outbound Route")

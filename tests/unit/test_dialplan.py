@@ -80,6 +80,6 @@ def test_internal_never_raises_and_only_routes_digits_out(dialled: str) -> None:
 def test_parse_destination() -> None:
     assert parse_destination("agent:1001") == ToAgent("1001")
     assert parse_destination("group:sales") == ToGroup("sales")
-    for bad in ("agent", "queue:x", "agent:"):
+    for bad in ("agent", "nope:x", "agent:"):
         with pytest.raises(ValueError):
             parse_destination(bad)
