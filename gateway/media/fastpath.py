@@ -81,13 +81,13 @@ class Engine:
     """The forwarding worker and the pairs of sockets it owns.
 
     ``batch`` (1-64, default 32) is how many datagrams one recvmmsg reads. ``coalesce_us``
-    (0-5000, default 200) is how long the worker pauses after a round that found packets, so the
+    (0-5000, default 100) is how long the worker pauses after a round that found packets, so the
     next round serves many sockets per wake-up: it bounds the latency it adds under load (an idle
     relay forwards a packet at once), and arrival times for the statistics come from the kernel
     (SO_TIMESTAMPNS), so they do not include it. RuntimeError when :data:`AVAILABLE` is False.
     """
 
-    def __init__(self, *, batch: int = 32, coalesce_us: int = 200) -> None:
+    def __init__(self, *, batch: int = 32, coalesce_us: int = 100) -> None:
         if not AVAILABLE:
             raise RuntimeError("the native RTP fast path is not available (extension not built)")
         self._engine: Any = _native.Engine(ULAW_TO_ALAW, ALAW_TO_ULAW, batch, coalesce_us)
@@ -111,6 +111,12 @@ class Engine:
     def dtmf_overflow(self) -> int:
         """Telephone-event records lost because Python did not drain the ring in time."""
         return int(self._engine.dtmf_overflow)
+
+    def queue_delay(self) -> tuple[int, int, int, float]:
+        """How long datagrams waited in the sockets before the worker read them, from kernel
+        timestamps: ``(packets, waited >= 1 ms, waited >= 5 ms, longest wait in seconds)``."""
+        n, n1, n5, longest = self._engine.queue_delay()
+        return int(n), int(n1), int(n5), float(longest)
 
     def add_pair(self, a: socket.socket, b: socket.socket) -> int:
         """Hand the bound RTP sockets of legs a and b to the worker; the pair's id.
@@ -158,6 +164,10 @@ class Engine:
         """When each leg last received a packet (monotonic seconds, 0.0: never)."""
         a, b = self._engine.last_rx(pair)
         return float(a), float(b)
+
+    def last_rx_all(self) -> list[tuple[int, float, float]]:
+        """``(pair, last_rx a, last_rx b)`` of every pair, in one call."""
+        return [(int(p), float(a), float(b)) for p, a, b in self._engine.last_rx_all()]
 
     def remove(self, pair: int) -> tuple[LegSnapshot, LegSnapshot]:
         """Close the pair's sockets and return its final snapshots; KeyError if unknown."""

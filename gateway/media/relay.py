@@ -447,9 +447,6 @@ class RelaySession:
         timeout = self.stall_timeout
         if timeout is None:
             return
-        engine = self.relay._fast
-        if self._pair is not None and engine is not None:
-            self._legs["a"].last_rx, self._legs["b"].last_rx = engine.last_rx(self._pair)
         last = max(self._activity_mark, self._legs["a"].last_rx, self._legs["b"].last_rx)
         if now - last < timeout:
             self._stalled = False
@@ -527,7 +524,9 @@ class MediaRelay:
     ``socket_buffer`` (bytes) sets SO_RCVBUF/SO_SNDBUF when given. ``engine`` picks who
     forwards RTP: ``"python"`` (this module's asyncio protocols), ``"native"`` (the
     :mod:`gateway.media.fastpath` worker thread; ValueError where it is not built) or ``"auto"``
-    (native when available); :attr:`engine` tells which one runs.
+    (native when available); :attr:`engine` tells which one runs. ``coalesce_us`` (native only,
+    0-5000 µs, default 100) bounds the pause the worker takes after a busy round so that one
+    wake-up serves many packets (see :class:`gateway.media.fastpath.Engine`).
     """
 
     def __init__(
@@ -540,12 +539,16 @@ class MediaRelay:
         socket_buffer: int | None = None,
         bind_attempts: int = 64,
         engine: str = "auto",
+        coalesce_us: int = 100,
     ) -> None:
         if engine not in ENGINES:
             raise ValueError(f"relay engine must be one of {', '.join(ENGINES)}, not {engine!r}")
         if engine == "native" and not fastpath.AVAILABLE:
             raise ValueError("the native RTP fast path is not built on this machine")
         self.engine = "native" if engine != "python" and fastpath.AVAILABLE else "python"
+        if not 0 <= coalesce_us <= 5000:
+            raise ValueError(f"coalesce_us must be 0-5000, not {coalesce_us}")
+        self.coalesce_us = coalesce_us
         self.host = host
         self.ports = PortAllocator(*port_range)
         self.stall_timeout = stall_timeout
@@ -666,7 +669,7 @@ class MediaRelay:
     def _native_engine(self, loop: asyncio.AbstractEventLoop) -> fastpath.Engine:
         engine = self._fast
         if engine is None:
-            engine = self._fast = fastpath.Engine()
+            engine = self._fast = fastpath.Engine(coalesce_us=self.coalesce_us)
             self._fast_loop = loop
             loop.add_reader(engine.notify_fd, self._native_events)
         return engine
@@ -739,6 +742,13 @@ class MediaRelay:
         while self._sessions:
             await asyncio.sleep(self.check_interval)
             now = _monotonic()
+            engine = self._fast
+            if engine is not None:  # native: when each leg last heard its peer, in one call
+                for pair, a, b in engine.last_rx_all():
+                    native = self._native_sessions.get(pair)
+                    if native is not None:
+                        native._legs["a"].last_rx = a
+                        native._legs["b"].last_rx = b
             for session in list(self._sessions.values()):
                 if not session.closed:
                     session._check(now)

@@ -6,6 +6,8 @@ import asyncio
 import os
 import random
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -135,6 +137,21 @@ def test_forwards_both_ways_with_exact_counters(engine: fastpath.Engine) -> None
     assert b.ssrc == 9 and a.ssrc == 0x1234
     assert 0 < time.monotonic() - a.last_rx < 5  # CLOCK_MONOTONIC, like time.monotonic()
     p.close()
+
+
+def test_last_rx_of_all_pairs_and_queue_delay(engine: fastpath.Engine) -> None:
+    p, q = Pair(engine), Pair(engine)
+    assert sorted(engine.last_rx_all()) == sorted([(p.id, 0.0, 0.0), (q.id, 0.0, 0.0)])
+    before = time.monotonic()
+    q.pb.sendto(rtp(0, 1, b"x"), (HOST, q.port_b))
+    q.pa.recv(2048)
+    rows = {pair: (a, b) for pair, a, b in engine.last_rx_all()}
+    assert rows[p.id] == (0.0, 0.0)
+    assert rows[q.id][0] == 0.0 and before - 0.01 <= rows[q.id][1] <= time.monotonic()
+    packets, over_1ms, over_5ms, longest = engine.queue_delay()  # from kernel timestamps
+    assert packets == 1 and over_5ms <= over_1ms <= 1 and 0 <= longest < 1
+    p.close()
+    q.close()
 
 
 def test_short_and_non_v2_packets_dropped(engine: fastpath.Engine) -> None:
@@ -477,6 +494,22 @@ def test_200_sessions_opened_and_closed_repeatedly() -> None:
     before = open_fds()
     asyncio.run(main())
     assert open_fds() == before
+
+
+def test_without_the_extension_the_relay_forwards_in_python() -> None:
+    code = (
+        "import sys; sys.modules['gateway.media._fastpath'] = None\n"  # as if it was not built
+        "from gateway.media import fastpath\n"
+        "from gateway.media.relay import MediaRelay\n"
+        "assert not fastpath.AVAILABLE\n"
+        "assert MediaRelay().engine == 'python'\n"
+        "try:\n"
+        "    MediaRelay(engine='native')\n"
+        "except ValueError:\n"
+        "    print('fallback ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "fallback ok", out.stderr
 
 
 def test_engine_choice() -> None:

@@ -93,7 +93,7 @@ def _emit(obj: dict[str, Any]) -> None:
 
 
 async def _serve(
-    calls: int, ports: tuple[int, int], stall_timeout: float | None, engine: str
+    calls: int, ports: tuple[int, int], stall_timeout: float | None, engine: str, coalesce_us: int
 ) -> None:
     from gateway.media.relay import MediaRelay
 
@@ -101,7 +101,7 @@ async def _serve(
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     base = _status()
-    relay = MediaRelay("127.0.0.1", ports, stall_timeout, engine=engine)
+    relay = MediaRelay("127.0.0.1", ports, stall_timeout, engine=engine, coalesce_us=coalesce_us)
     sessions = [await relay.open_session(f"bench-{i}") for i in range(calls)]
     local = [[s.leg("a").local_port, s.leg("b").local_port] for s in sessions]
     rtp_ports = {p for pair in local for p in pair}
@@ -141,6 +141,15 @@ async def _serve(
                 for k in ("packets_in", "packets_relayed", "packets_dropped", "packets_foreign")
             }
             lost_rfc3550 = sum(s.stats(leg)["lost"] for s in sessions for leg in ("a", "b"))
+            queue_delay = None
+            if relay._fast is not None:  # native: how long packets sat in the relay's sockets
+                n, n1, n5, longest = relay._fast.queue_delay()
+                queue_delay = {
+                    "packets": n,
+                    "waited_1ms": n1,
+                    "waited_5ms": n5,
+                    "longest_us": round(longest * 1e6, 1),
+                }
             _emit(
                 {
                     "calls": calls,
@@ -154,6 +163,7 @@ async def _serve(
                     - mark["status"]["nonvoluntary_ctxt_switches"],
                     "socket_drops": _udp_drops(rtp_ports) - mark["drops"],
                     "lost_rfc3550_total": lost_rfc3550,
+                    "native_queue_delay": queue_delay,
                     "totals": delta,
                     "sessions_active": totals["sessions_active"],
                 }
@@ -170,10 +180,11 @@ def serve_main(argv: list[str]) -> int:
     parser.add_argument("--stall-timeout", type=float, default=30.0)
     parser.add_argument("--asyncio", action="store_true", help="stdlib loop instead of uvloop")
     parser.add_argument("--engine", choices=("python", "native"), default="native")
+    parser.add_argument("--coalesce-us", type=int, default=100)
     args = parser.parse_args(argv)
     lo, _, hi = args.ports.partition("-")
     _raise_nofile()
-    coro = _serve(args.calls, (int(lo), int(hi)), args.stall_timeout, args.engine)
+    coro = _serve(args.calls, (int(lo), int(hi)), args.stall_timeout, args.engine, args.coalesce_us)
     if args.asyncio:
         asyncio.run(coro)
     else:
@@ -323,6 +334,8 @@ def _run_relay(gen: Path, calls: int, opt: argparse.Namespace, workdir: Path) ->
         opt.ports,
         "--engine",
         opt.engine,
+        "--coalesce-us",
+        str(opt.coalesce_us),
     ]
     if opt.asyncio:
         serve_argv.append("--asyncio")
@@ -386,6 +399,7 @@ def _step(gen: Path, calls: int, opt: argparse.Namespace, workdir: Path) -> dict
             "packets_dropped": sut["totals"]["packets_dropped"],
             "packets_foreign": sut["totals"]["packets_foreign"],
             "lost_rfc3550_total": sut["lost_rfc3550_total"],
+            "native_queue_delay": sut.get("native_queue_delay"),
         },
         "generator": {
             "streams_with_loss": g["streams_with_loss"],
@@ -418,6 +432,7 @@ def _env(opt: argparse.Namespace) -> dict[str, Any]:
         "python": platform.python_version(),
         "loop": "asyncio" if opt.asyncio else f"uvloop {uv}",
         "engine": opt.engine,
+        "coalesce_us": opt.coalesce_us if opt.engine == "native" else None,
         "kernel": platform.release(),
         "relay_core": opt.relay_core,
         "generator_core": opt.gen_core,
@@ -459,6 +474,13 @@ def bench_main(argv: list[str]) -> int:
         default=None,
         help="who forwards RTP in the relay: its asyncio protocols or the native worker thread "
         "of gateway.media.fastpath (default: native where it is built)",
+    )
+    parser.add_argument(
+        "--coalesce-us",
+        type=int,
+        default=100,
+        help="native engine: pause after a busy round so one wake-up serves many packets "
+        "(MediaRelay coalesce_us, default %(default)s)",
     )
     parser.add_argument(
         "--priority",
