@@ -11,6 +11,7 @@ import contextlib
 import csv
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -74,14 +75,24 @@ def _tcp_free(host: str, port: int) -> bool:
 
 
 def free_udp_port(
-    host: str = LOCALHOST, *, span: int = 1, even: bool = False, tcp: bool = False
+    host: str = LOCALHOST,
+    *,
+    span: int = 1,
+    even: bool = False,
+    tcp: bool = False,
+    within: tuple[int, int] | None = None,
 ) -> int:
     """A port ``p`` such that ``p .. p+span-1`` are free on ``host`` now (UDP, and TCP too when
-    ``tcp``). Never returns a port handed out before by this process."""
+    ``tcp``), from the kernel's ephemeral range or from ``within`` (lo, hi): outside the ephemeral
+    range no other program's port-0 bind can race us. Never returns a port handed out before by
+    this process."""
     for _ in range(500):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.bind((host, 0))
-            port = int(s.getsockname()[1])
+        if within is not None:
+            port = random.randrange(within[0], within[1] - span)
+        else:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.bind((host, 0))
+                port = int(s.getsockname()[1])
         if even and port % 2:
             port += 1
         ports = range(port, port + span)
@@ -157,14 +168,15 @@ def cpu_seconds(pids: Iterable[int]) -> float:
 
 
 def core_times() -> dict[int, tuple[int, int]]:
-    """Per core: (busy, total) jiffies since boot, from /proc/stat (busy excludes idle, iowait)."""
+    """Per core: (busy, total) jiffies since boot, from /proc/stat. Busy is user + nice + system
+    time of processes: irq/softirq time is left out, since on loopback the kernel's packet
+    processing of the bench's own traffic lands there, charged to no process."""
     out: dict[int, tuple[int, int]] = {}
     for line in Path("/proc/stat").read_text().splitlines():
         name, *vals = line.split()
         if name.startswith("cpu") and name[3:].isdigit():
-            v = [int(x) for x in vals[:8]]
-            total = sum(v)
-            out[int(name[3:])] = (total - v[3] - v[4], total)
+            v = [int(x) for x in vals[:8]]  # user nice system idle iowait irq softirq steal
+            out[int(name[3:])] = (v[0] + v[1] + v[2], sum(v))
     return out
 
 
