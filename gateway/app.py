@@ -8,16 +8,19 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 from gateway.calls.b2bua import B2bua, Call, CallRecord, GroupInfo, TrunkInfo
+from gateway.cc.center import ContactCentre, Interaction
 from gateway.config import SiteConfig
 from gateway.edge.guard import Guard
 from gateway.edge.registrar import Registrar
 from gateway.edge.service import EdgeService
 from gateway.media.relay import MediaRelay
 from gateway.metrics import Registry
-from gateway.routing.dialplan import Destination, DialPlan, ToAgent, ToGroup
+from gateway.routing.dialplan import Destination, DialPlan, parse_destination
 from gateway.sip.digest import DigestAuthenticator
 from gateway.sip.peer import Peer
 from gateway.sip.transaction import TimerConfig
@@ -26,6 +29,7 @@ from gateway.store.sqlite import SqliteSiteStore
 from gateway.transport.endpoint import SipEndpoint
 from gateway.transport.tcp import TcpTransport
 from gateway.transport.udp import UdpTransport
+from gateway.web.api import cc_routes
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +40,16 @@ def dial_plan(cfg: SiteConfig) -> DialPlan:
     """The routing view of a site's configuration."""
 
     def dest(d: Any) -> Destination:
-        return ToAgent(d.target) if d.kind == "agent" else ToGroup(d.target)
+        return parse_destination(str(d))
 
     dids = {t.name: {num: dest(d) for num, d in t.dids.items()} for t in cfg.trunks}
     defaults = {t.name: dest(t.default_destination) for t in cfg.trunks if t.default_destination}
+    cc = cfg.cc
     return DialPlan(
         agents=frozenset(a.extension for a in cfg.agents),
         group_numbers={g.number: g.name for g in cfg.groups if g.number},
+        queue_numbers={q.number: q.name for q in cfg.queues if q.number},
+        feature_codes=frozenset((cc.login_code, cc.logout_code, cc.pause_code, cc.unpause_code)),
         dids=dids,
         trunk_defaults=defaults,
         external_pattern=cfg.dialplan.external_pattern,
@@ -91,6 +98,8 @@ class SiteGateway:
             self.tcp = await TcpTransport.bind(loop, host, self.sip_port, ep.datagram_received)
             ep.transports["TCP"] = self.tcp
         self.store = SqliteSiteStore(self._store_path)
+        # One writer thread: commits happen off the event loop, in order (the store locks).
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix=f"store-{cfg.site.name}")
         self.relay = MediaRelay(
             host=cfg.media.host or host,
             port_range=(cfg.media.rtp_port_min, cfg.media.rtp_port_max),
@@ -161,13 +170,26 @@ class SiteGateway:
             on_dtmf=self._on_dtmf,
         )
         ep.tu = self.b2bua
+        self.cc: ContactCentre | None = None
+        extra_routes: list[Any] = []
+        if cfg.queues or cfg.ivr:
+            self.cc = ContactCentre(
+                loop,
+                self.b2bua,
+                cfg,
+                on_interaction=self._write_interaction,
+                on_voicemail=self._write_voicemail,
+            )
+            self.b2bua.app = self.cc
+            self.cc.start()
+            extra_routes = cc_routes(self.cc, self.store)
         self.edge.start(loop)
         self._cps_samples: deque[int] = deque([0], maxlen=11)
         self._cps_task = loop.create_task(self._sample_cps())
         self._metrics()
         from gateway.web.server import create_app, start_http
 
-        app = create_app(self.health, self.registry)
+        app = create_app(self.health, self.registry, extra_routes)
         self.http_runner, self.http_port = await start_http(app, cfg.http.listen, self._http_port)
         self.started_at = time.time()
         log.info(
@@ -196,6 +218,34 @@ class SiteGateway:
         self.dtmf_total += 1
         self.dtmf_recent.append((call.a.call_id, leg, digit))
 
+    def _write_interaction(self, rec: Interaction) -> None:
+        self._store_write(
+            self.store.write_interaction,
+            {
+                "call_id": rec.call_id,
+                "site": self.cfg.site.name,
+                "caller": rec.caller,
+                "dialled": rec.dialled,
+                "queue": rec.queue,
+                "agent": rec.agent,
+                "arrived_ts": rec.arrived_at,
+                "queued_ts": rec.queued_at,
+                "answered_ts": rec.answered_at,
+                "ended_ts": rec.ended_at or rec.arrived_at,
+                "wait_s": round(rec.wait_s, 3),
+                "talk_s": round(rec.talk_s, 3),
+                "wrapup_s": rec.wrapup_s,
+                "outcome": rec.outcome,
+                "ivr_path": rec.ivr_path,
+                "variables": rec.variables,
+                "customer_id": rec.customer_id,
+            },
+            what=f"interaction of {rec.call_id}",
+        )
+
+    def _write_voicemail(self, meta: dict[str, Any]) -> None:
+        self._store_write(self.store.write_voicemail, meta, what=f"voicemail of {meta['call_id']}")
+
     def _write_cdr(self, rec: CallRecord) -> None:
         try:
             cdr = Cdr(
@@ -214,11 +264,24 @@ class SiteGateway:
                 hangup_side=_SIDES.get(rec.hangup_side, "system"),  # type: ignore[arg-type]
                 trunk=rec.trunk,
             )
-            self.store.write_cdr(cdr)
-            self.cdrs_written += 1
-        except Exception:
+        except ValueError:
             self.cdr_errors += 1
-            log.exception("[%s] could not write the CDR", rec.call_id)
+            log.exception("[%s] could not build the CDR", rec.call_id)
+            return
+        self._store_write(self.store.write_cdr, cdr, what=f"CDR of {rec.call_id}")
+
+    def _store_write(self, fn: Callable[..., Any], *args: Any, what: str) -> None:
+        """Run a store write on the writer thread: the event loop never waits for a commit."""
+
+        def done(fut: asyncio.Future[Any]) -> None:
+            if fut.cancelled() or fut.exception() is not None:
+                self.cdr_errors += 1
+                log.error("could not write the %s: %r", what, fut.exception())
+            elif fn == self.store.write_cdr:
+                self.cdrs_written += 1
+
+        fut = self.loop.run_in_executor(self._writer, fn, *args)
+        fut.add_done_callback(done)
 
     def health(self) -> dict[str, Any]:
         """What /healthz reports."""
@@ -273,6 +336,24 @@ class SiteGateway:
         )
         g("ccgw_cdrs_written_total", "CDRs written to the site store.", lambda: self.cdrs_written)
         g("ccgw_outbox_depth", "Outbox rows not yet acknowledged by HQ.", self.store.outbox_depth)
+        for key, doc in (
+            ("waiting", "Callers waiting in the queue."),
+            ("longest_wait_s", "Longest current wait in the queue, seconds."),
+            ("available", "Agents available for the queue."),
+            ("logged_in", "Agents logged into the queue."),
+            ("offered", "Calls offered to the queue today (short abandons excluded)."),
+            ("answered", "Calls answered from the queue today."),
+            ("abandoned", "Calls abandoned in the queue today (after the short-abandon time)."),
+            ("service_level", "Answered within the target / (answered + abandoned after it)."),
+            ("asa_s", "Average speed of answer today, seconds."),
+            ("aht_s", "Average handle time (talk + wrap-up) today, seconds."),
+        ):
+            r.gauge(
+                f"ccgw_queue_{key}",
+                doc,
+                ["queue"],
+                callback=partial(self._queue_samples, key),
+            )
         r.counter(
             "ccgw_rtp_packets_total",
             "RTP packets relayed, by direction.",
@@ -298,13 +379,28 @@ class SiteGateway:
         t = self.relay.totals
         return {"in": t.get("packets_in", 0), "out": t.get("packets_relayed", 0)}
 
+    def _queue_samples(self, key: str) -> Mapping[tuple[str, ...], float]:
+        cc = self.cc
+        if cc is None:
+            return {}
+        out: dict[tuple[str, ...], float] = {}
+        for name in cc.queues:
+            snap = cc.queue_snapshot(name)
+            value = snap[key] if key in snap else snap["day"].get(key)
+            if value is not None:
+                out[(name,)] = float(value)
+        return out
+
     async def stop(self) -> None:
         """End calls, close sockets and the store."""
         self._cps_task.cancel()
         await self.b2bua.close()
         await asyncio.sleep(0.05)
         await self.edge.stop()
+        if self.cc is not None:
+            await self.cc.stop()
         await self.http_runner.cleanup()
         self.endpoint.close()
         await self.relay.close()
+        self._writer.shutdown(wait=True)  # every acknowledged write reaches the store
         self.store.close()

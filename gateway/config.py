@@ -27,7 +27,12 @@ from typing import Any, Final, Literal, NamedTuple, TypeVar
 
 __all__ = [
     "AUTH_SECRET_ENV",
+    "FEATURE_CODES",
+    "JOIN_RULES",
+    "LEAVE_RULES",
+    "QUEUE_STRATEGIES",
     "AgentConfig",
+    "CcConfig",
     "ConfigError",
     "Destination",
     "DialplanConfig",
@@ -35,6 +40,7 @@ __all__ = [
     "HostPort",
     "HttpConfig",
     "MediaConfig",
+    "QueueConfig",
     "SecurityConfig",
     "SipConfig",
     "SiteConfig",
@@ -106,13 +112,14 @@ def _ip_literal(text: str) -> str:
         raise ValueError(f"{text!r} is not an IP address literal") from None
 
 
-DestinationKind = Literal["agent", "group"]
-_DESTINATION_KINDS: Final = ("agent", "group")
+DestinationKind = Literal["agent", "group", "queue", "flow", "voicemail"]
+_DESTINATION_KINDS: Final = ("agent", "group", "queue", "flow", "voicemail")
 
 
 @dataclass(frozen=True, slots=True)
 class Destination:
-    """Where an inbound call goes: ``agent:<extension>`` or ``group:<name>``."""
+    """Where a call goes: ``agent:<extension>``, ``group:<name>``, ``queue:<name>``,
+    ``flow:<ivr flow>`` or ``voicemail:<box>``."""
 
     kind: DestinationKind
     target: str
@@ -122,18 +129,30 @@ class Destination:
 
 
 def parse_destination(text: str) -> Destination:
-    """Parse ``"agent:1001"`` / ``"group:sales"``; raise ``ValueError`` with the reason."""
+    """Parse ``"agent:1001"`` / ``"group:sales"`` / ``"queue:sales"`` / ``"flow:main"`` /
+    ``"voicemail:general"``; raise ``ValueError`` with the reason.
+
+    Only the form is checked here; whether the target exists is a whole-file cross-check.
+    """
     kind, sep, target = text.partition(":")
     if not sep or not target:
-        raise ValueError("destination is written kind:target, e.g. 'agent:1001' or 'group:sales'")
+        raise ValueError("destination is written kind:target, e.g. 'agent:1001' or 'queue:sales'")
     if kind == "agent":
         if not _EXTENSION_RE.fullmatch(target):
             raise ValueError(f"agent extension {target!r} is not 1-10 digits")
         return Destination("agent", target)
-    if kind == "group":
+    if kind in ("group", "queue"):
         if not _NAME_RE.fullmatch(target):
-            raise ValueError(f"group name {target!r} is not [a-z0-9_-]+")
-        return Destination("group", target)
+            raise ValueError(f"{kind} name {target!r} is not [a-z0-9_-]+")
+        return Destination("group" if kind == "group" else "queue", target)
+    if kind == "flow":
+        if not _FLOW_NAME_RE.fullmatch(target):
+            raise ValueError(f"{target!r} is not a flow name ({_FLOW_NAME_WHAT})")
+        return Destination("flow", target)
+    if kind == "voicemail":
+        if not _BOX_RE.fullmatch(target):
+            raise ValueError(f"voicemail box {target!r} is not [a-z0-9_-]+")
+        return Destination("voicemail", target)
     raise ValueError(f"unknown destination kind {kind!r} (one of {', '.join(_DESTINATION_KINDS)})")
 
 
@@ -142,6 +161,12 @@ def parse_destination(text: str) -> Destination:
 
 _SITE_NAME_RE: Final = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?")
 _NAME_RE: Final = re.compile(r"[a-z0-9][a-z0-9_-]*")
+_SKILL_RE: Final = re.compile(r"[a-z0-9_-]+")
+_BOX_RE: Final = re.compile(r"[a-z0-9_-]+")
+_FLOW_NAME_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")  # as gateway.cc.ivr accepts
+_FLOW_NAME_WHAT: Final = "a letter or '_', then letters, digits, '_' or '-'"
+_FEATURE_CODE_RE: Final = re.compile(r"\*[0-9]{1,4}")
+_URL_RE: Final = re.compile(r"https?://[^\s/?#]+(?:[/?#]\S*)?")
 _EXTENSION_RE: Final = re.compile(r"[0-9]{1,10}")
 _NUMBER_RE: Final = re.compile(r"\+?[0-9]{2,20}")  # a dialled number as the carrier sends it
 _PREFIX_RE: Final = re.compile(r"\+[0-9]{0,15}")  # E.164 prefix, "+" alone = everything
@@ -151,6 +176,19 @@ _DOMAIN_RE: Final = re.compile(
 _BARE_KEY_RE: Final = re.compile(r"[A-Za-z0-9_-]+(?:\[\d+\])?")
 TRANSPORTS: Final = ("udp", "tcp")
 CODECS: Final = ("PCMU", "PCMA")
+QueueStrategy = Literal["ringall", "linear", "rrmemory", "longest_idle", "fewest_calls", "random"]
+QUEUE_STRATEGIES: Final = (
+    "ringall", "linear", "rrmemory", "longest_idle", "fewest_calls", "random",
+)  # fmt: skip
+"""The names of ``gateway.cc.acd.Strategy`` (Asterisk app_queue's)."""
+JoinRule = Literal["always", "if_logged_in", "if_available"]
+JOIN_RULES: Final = ("always", "if_logged_in", "if_available")
+LeaveRule = Literal["never", "if_none_logged_in", "if_none_available"]
+LEAVE_RULES: Final = ("never", "if_none_logged_in", "if_none_available")
+CC_LANGUAGES: Final = ("en", "cmn")
+FEATURE_CODES: Final = ("login_code", "logout_code", "pause_code", "unpause_code")
+"""The ``[cc]`` keys that hold agent feature codes."""
+_FALLBACK_KINDS: Final = ("voicemail", "queue", "agent")
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,7 +317,8 @@ class TrunkConfig:
     """false (default): trust inbound calls by source address; true: challenge them, expecting
     ``username``/``password``."""
     dids: Mapping[str, Destination] = field(default_factory=lambda: MappingProxyType({}))
-    """Dialled number → destination (``agent:1001`` / ``group:sales``); default empty."""
+    """Dialled number → destination (``agent:1001``, ``group:sales``, ``queue:sales``,
+    ``flow:main``, ``voicemail:general``); default empty."""
     default_destination: Destination | None = None
     """Destination of a dialled number not in ``dids``; default none (the call is rejected 404)."""
     cost: float = 0.0
@@ -309,6 +348,9 @@ class AgentConfig:
     """Display name; default empty."""
     max_contacts: int = 5
     """Most simultaneous registered contacts (phones) per agent; default 5."""
+    skills: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    """Skill name (``[a-z0-9_-]+``) → level 1..10 (10 best), read-only; default none. Queues
+    and IVR queue nodes require minimum levels of these."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,6 +367,109 @@ class GroupConfig:
     """``ringall`` (default) or ``hunt`` (members in order)."""
     ring_timeout: float = 20.0
     """Seconds each attempt rings (hunt: per member); default 20."""
+
+
+@dataclass(frozen=True, slots=True)
+class QueueConfig:
+    """``[[queues]]``: a contact-centre queue (ACD): callers wait, agents are offered calls.
+
+    Not :class:`gateway.cc.queue.QueueConfig` (the waiting line's own rules): the contact centre
+    builds that, the ACD policy and the agent rules from this section.
+    """
+
+    name: str
+    """Required, unique, ``[a-z0-9_-]+``; destinations and IVR queue nodes refer to it."""
+    members: tuple[str, ...]
+    """Required, non-empty: agent extensions, each defined in ``[[agents]]``, no repeats; the
+    order is the ``linear`` / ``rrmemory`` order."""
+    number: str | None = None
+    """Extension agents dial to reach the queue; default none; must not clash with an agent's
+    extension or a group's or another queue's number."""
+    strategy: QueueStrategy = "longest_idle"
+    """How an agent is chosen: ``ringall``, ``linear``, ``rrmemory``, ``longest_idle``,
+    ``fewest_calls``, ``random``; default ``longest_idle``."""
+    required_skills: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    """Skill → minimum level 1..10 every call in the queue needs; default none."""
+    ring_timeout: float = 15.0
+    """Seconds an offer rings an agent before it counts as unanswered; default 15."""
+    wrapup: float = 10.0
+    """After-call work, seconds, before the agent is offered the next call; default 10; 0 none."""
+    max_no_answer: int = 3
+    """Unanswered offers in a row before the agent is auto-paused; default 3; 0 never."""
+    max_wait: float | None = None
+    """Longest wait in the queue, seconds, before the caller goes to ``fallback``; default none
+    (no limit)."""
+    fallback: Destination | None = None
+    """Where callers go when ``max_wait`` passes or ``leave_rule`` / ``join_rule`` turn them away:
+    ``voicemail:<box>``, ``queue:<other>`` or ``agent:<ext>``; default none (voicemail in a box
+    named after the queue)."""
+    join_rule: JoinRule = "if_logged_in"
+    """When a caller may join: ``always``, ``if_logged_in`` (default: some member logged in),
+    ``if_available`` (some member available now)."""
+    leave_rule: LeaveRule = "if_none_logged_in"
+    """When waiting callers are sent to ``fallback``: ``never``, ``if_none_logged_in``
+    (default), ``if_none_available``."""
+    announce_position: bool = True
+    """Tell waiting callers their position and expected wait; default true."""
+    announce_every: float = 30.0
+    """Seconds between announcements; default 30, at least 10."""
+    music: str = "default"
+    """Hold music: ``"default"`` (the packaged music) or a WAV file, relative to the config
+    file's directory; holds the resolved path after loading."""
+    service_level_s: float = 20.0
+    """Service-level threshold: calls answered within it count as in service; default 20 s."""
+    short_abandon_s: float = 5.0
+    """Callers hanging up sooner are short abandons (not counted against the queue); default 5 s."""
+    aht_s: float = 180.0
+    """Average handle time the Erlang C wait estimate uses until there is history; default 180 s."""
+    aging_s: float = 60.0
+    """Seconds of waiting worth one priority step (aging, so nobody starves); default 60."""
+    vip_priority: int = 10
+    """Priority given to callers the customer record marks as VIP; default 10 (normal: 0)."""
+    sticky_s: float = 30.0
+    """Seconds a caller's named agent (last agent, account manager) is tried alone first;
+    default 30; 0 disables."""
+    best_skill_first: bool = False
+    """Offer only to the eligible agents with the best skill score; default false."""
+
+
+@dataclass(frozen=True, slots=True)
+class CcConfig:
+    """``[cc]``: contact-centre settings shared by every queue and flow of the site."""
+
+    language: Literal["en", "cmn"] = "en"
+    """Language of prompts played outside an IVR flow (queue announcements, voicemail):
+    ``en`` or ``cmn``; default ``en``."""
+    prompts: str = ""
+    """Folder of prompt WAVs (``<lang>/<id>.wav``), relative to the config file's directory;
+    default empty: the packaged ``gateway/prompts``. Holds the resolved path after loading."""
+    voicemail_dir: str = ""
+    """Folder of voicemail recordings; default ``var/<site>-voicemail``, resolved like
+    ``store.path``. Holds the resolved path after loading."""
+    voicemail_max_s: float = 120.0
+    """Longest voicemail message, seconds; default 120."""
+    webhook: str | None = None
+    """``http://`` or ``https://`` URL that contact-centre events are POSTed to; default none."""
+    login_code: str = "*45"
+    """Feature code an agent dials to log in to their queues; default ``*45``."""
+    logout_code: str = "*46"
+    """Feature code to log out; default ``*46``."""
+    pause_code: str = "*47"
+    """Feature code to pause (no offers); default ``*47``."""
+    unpause_code: str = "*48"
+    """Feature code to unpause; default ``*48``."""
+
+    @property
+    def feature_codes(self) -> Mapping[str, str]:
+        """Code → action (``login``, ``logout``, ``pause``, ``unpause``)."""
+        return MappingProxyType(
+            {
+                self.login_code: "login",
+                self.logout_code: "logout",
+                self.pause_code: "pause",
+                self.unpause_code: "unpause",
+            }
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -361,6 +506,16 @@ class SiteConfig:
     groups: tuple[GroupConfig, ...] = ()
     source: str = "<config>"
     """Where it was loaded from (for messages)."""
+    queues: tuple[QueueConfig, ...] = ()
+    """``[[queues]]``; default none."""
+    cc: CcConfig = field(default_factory=CcConfig)
+    """``[cc]``; every key has a default."""
+    ivr: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    """``[ivr]`` as written (read-only: tables are mappings, arrays tuples); only its shape is
+    checked here. ``gateway.cc.ivr.FlowSet.parse`` validates it at start (``docs/ivr.md``)."""
+    schedules: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    """``[schedules]`` as written, name → table (read-only); validated at start by
+    ``gateway.cc.schedule.parse_schedules`` (``docs/ivr.md``)."""
 
     @property
     def name(self) -> str:
@@ -378,6 +533,16 @@ class SiteConfig:
     def trunk(self, name: str) -> TrunkConfig | None:
         """The trunk called ``name``, or ``None``."""
         return next((t for t in self.trunks if t.name == name), None)
+
+    def queue(self, name: str) -> QueueConfig | None:
+        """The queue called ``name``, or ``None``."""
+        return next((q for q in self.queues if q.name == name), None)
+
+    @property
+    def flow_names(self) -> frozenset[str]:
+        """The IVR flow names (keys of ``[ivr.flows]``) that ``flow:<name>`` may refer to."""
+        flows = self.ivr.get("flows", {})
+        return frozenset(flows) if isinstance(flows, Mapping) else frozenset()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -738,6 +903,7 @@ def _agent(t: _Table) -> AgentConfig:
         password=password,
         name=t.string("name", ""),
         max_contacts=t.integer("max_contacts", 5, 1, 100),
+        skills=_skills(t, "skills"),
     )
     t.done()
     return cfg
@@ -750,17 +916,195 @@ def _group(t: _Table) -> GroupConfig:
     if strategy not in ("ringall", "hunt"):
         raise t.error("strategy", f"{strategy!r} is not one of ringall, hunt")
 
-    def extension(text: str) -> str:
-        if not _EXTENSION_RE.fullmatch(text):
-            raise ValueError("not an agent extension (1-10 digits)")
-        return text
-
-    members = t.items("members", extension, ())
+    members = t.items("members", _member, ())
     if not members:
         raise t.error("members", "is required: at least one agent extension")
     ring_timeout = t.positive("ring_timeout", 20.0)
     t.done()
     return GroupConfig(name, members, number, strategy, ring_timeout)
+
+
+def _member(text: str) -> str:
+    if not _EXTENSION_RE.fullmatch(text):
+        raise ValueError("not an agent extension (1-10 digits)")
+    return text
+
+
+def _skills(t: _Table, name: str) -> Mapping[str, int]:
+    """A table skill name → level 1..10, read-only."""
+    table = t.table(name)
+    skills: dict[str, int] = {}
+    for skill in table.names():
+        if not _SKILL_RE.fullmatch(skill):
+            raise table.error(skill, "is not a skill name ([a-z0-9_-]+)")
+        skills[skill] = table.integer(skill, _MISSING, 1, 10)  # type: ignore[arg-type]
+    table.done()
+    return MappingProxyType(skills)
+
+
+def _choice(t: _Table, name: str, default: str, allowed: tuple[str, ...]) -> Any:
+    raw: str = t.string(name, default)
+    if raw not in allowed:
+        raise t.error(name, f"{raw!r} is not one of {', '.join(allowed)}")
+    return raw
+
+
+def _resolve(raw: str, base_dir: Path) -> Path:
+    """``raw`` as an absolute path, a relative one taken from the config file's directory."""
+    path = Path(raw).expanduser()
+    if not path.is_absolute():
+        path = base_dir / path
+    return path.resolve()
+
+
+def _queue(t: _Table, base_dir: Path) -> QueueConfig:
+    name = t.string("name", _MISSING, pattern=_NAME_RE, what="a name ([a-z0-9_-]+)")
+    number = t.string("number", None, pattern=_EXTENSION_RE, what="1-10 digits")
+    strategy = _choice(t, "strategy", "longest_idle", QUEUE_STRATEGIES)
+    members = t.items("members", _member, ())
+    if not members:
+        raise t.error("members", "is required: at least one agent extension")
+    required_skills = _skills(t, "required_skills")
+    ring_timeout = t.positive("ring_timeout", 15.0)
+    wrapup = t.number("wrapup", 10.0, 0.0)
+    max_no_answer = t.integer("max_no_answer", 3, 0, 100)
+    max_wait: float | None = t.value("max_wait", float, None)
+    if max_wait is not None and not 0 < max_wait < float("inf"):
+        raise t.error("max_wait", f"{max_wait:g} must be a number of seconds greater than 0")
+    fallback_raw = t.value("fallback", str, None)
+    fallback = None
+    if fallback_raw is not None:
+        fallback = _destination(t, "fallback", fallback_raw)
+        if fallback.kind not in _FALLBACK_KINDS:
+            raise t.error(
+                "fallback", f"{fallback_raw!r}: a fallback is voicemail:, queue: or agent:"
+            )
+        if fallback == Destination("queue", name):
+            raise t.error("fallback", f"{fallback_raw!r} is this queue itself")
+    join_rule = _choice(t, "join_rule", "if_logged_in", JOIN_RULES)
+    leave_rule = _choice(t, "leave_rule", "if_none_logged_in", LEAVE_RULES)
+    announce_position = t.value("announce_position", bool, True)
+    announce_every = t.number("announce_every", 30.0, 10.0)
+    music = t.string("music", "default")
+    if music != "default":
+        if not music.lower().endswith(".wav"):
+            raise t.error("music", f"{music!r} is neither 'default' nor a .wav file")
+        path = _resolve(music, base_dir)
+        if not path.is_file():
+            raise t.error("music", f"{music!r}: no such file ({path})")
+        music = str(path)
+    cfg = QueueConfig(
+        name=name,
+        members=members,
+        number=number,
+        strategy=strategy,
+        required_skills=required_skills,
+        ring_timeout=ring_timeout,
+        wrapup=wrapup,
+        max_no_answer=max_no_answer,
+        max_wait=max_wait,
+        fallback=fallback,
+        join_rule=join_rule,
+        leave_rule=leave_rule,
+        announce_position=announce_position,
+        announce_every=announce_every,
+        music=music,
+        service_level_s=t.positive("service_level_s", 20.0),
+        short_abandon_s=t.number("short_abandon_s", 5.0, 0.0),
+        aht_s=t.positive("aht_s", 180.0),
+        aging_s=t.positive("aging_s", 60.0),
+        vip_priority=t.integer("vip_priority", 10, 0, 1000),
+        sticky_s=t.number("sticky_s", 30.0, 0.0),
+        best_skill_first=t.value("best_skill_first", bool, False),
+    )
+    t.done()
+    return cfg
+
+
+def _cc(t: _Table, site: str, base_dir: Path) -> CcConfig:
+    language = _choice(t, "language", "en", CC_LANGUAGES)
+    prompts = t.string("prompts", "")
+    if prompts:
+        folder = _resolve(prompts, base_dir)
+        if not folder.is_dir():
+            raise t.error("prompts", f"{prompts!r}: no such folder ({folder})")
+        prompts = str(folder)
+    voicemail_dir = t.string("voicemail_dir", f"var/{site}-voicemail")
+    if not voicemail_dir:
+        raise t.error("voicemail_dir", "must not be empty")
+    voicemail_max_s = t.positive("voicemail_max_s", 120.0)
+    webhook = t.string("webhook", None)
+    if webhook is not None and not _URL_RE.fullmatch(webhook):
+        raise t.error("webhook", f"{webhook!r} is not an http:// or https:// URL")
+    codes: dict[str, str] = {}
+    for key in FEATURE_CODES:
+        code = t.string(key, CcConfig.__dataclass_fields__[key].default)
+        if not _FEATURE_CODE_RE.fullmatch(code):
+            raise t.error(key, f"{code!r} is not a feature code ('*' and 1-4 digits)")
+        same = next((k for k, c in codes.items() if c == code), None)
+        if same is not None:
+            raise t.error(key, f"{code!r} is also {t.key(same)}")
+        codes[key] = code
+    t.done()
+    return CcConfig(
+        language=language,
+        prompts=prompts,
+        voicemail_dir=str(_resolve(voicemail_dir, base_dir)),
+        voicemail_max_s=voicemail_max_s,
+        webhook=webhook,
+        **codes,
+    )
+
+
+def _frozen(value: Any) -> Any:
+    """A TOML value made read-only: tables → mapping proxies, arrays → tuples."""
+    if isinstance(value, dict):
+        return MappingProxyType({k: _frozen(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return tuple(_frozen(v) for v in value)
+    return value
+
+
+def _raw_table(root: _Table, name: str) -> dict[str, Any]:
+    raw = root.raw(name)
+    if raw is _MISSING:
+        return {}
+    if not isinstance(raw, dict):
+        raise root.error(name, f"must be a table, not {_type_name(raw)}")
+    return raw
+
+
+def _ivr(root: _Table) -> Mapping[str, Any]:
+    """``[ivr]``, shape only: a table whose ``flows`` is a table of flow tables (docs/ivr.md)."""
+    ivr = _raw_table(root, "ivr")
+    flows = ivr.get("flows", {})
+    key = root.key("ivr")
+    if not isinstance(flows, dict):
+        raise ConfigError(root.source, f"{key}.flows", f"must be a table, not {_type_name(flows)}")
+    for name, flow in flows.items():
+        flow_key = _join_key(f"{key}.flows", name)
+        if not _FLOW_NAME_RE.fullmatch(name):
+            raise ConfigError(root.source, flow_key, f"is not a flow name ({_FLOW_NAME_WHAT})")
+        if not isinstance(flow, dict):
+            raise ConfigError(
+                root.source, flow_key, f"must be a table (a flow), not {_type_name(flow)}"
+            )
+    frozen: Mapping[str, Any] = _frozen(ivr)
+    return frozen
+
+
+def _schedules(root: _Table) -> Mapping[str, Any]:
+    """``[schedules]``, shape only: name → table (docs/ivr.md)."""
+    schedules = _raw_table(root, "schedules")
+    for name, table in schedules.items():
+        if not isinstance(table, dict):
+            raise ConfigError(
+                root.source,
+                _join_key("schedules", name),
+                f"must be a table (a schedule), not {_type_name(table)}",
+            )
+    frozen: Mapping[str, Any] = _frozen(schedules)
+    return frozen
 
 
 def _dialplan(t: _Table, trunks: tuple[TrunkConfig, ...]) -> DialplanConfig:
@@ -794,33 +1138,42 @@ def _cross_check(cfg: SiteConfig) -> None:
     _unique("trunks", "name", [t.name for t in cfg.trunks], src)
     _unique("agents", "extension", [a.extension for a in cfg.agents], src)
     _unique("groups", "name", [g.name for g in cfg.groups], src)
+    _unique("queues", "name", [q.name for q in cfg.queues], src)
     extensions = {a.extension for a in cfg.agents}
-    groups = {g.name for g in cfg.groups}
     numbers: dict[str, str] = {}
-    for gi, g in enumerate(cfg.groups):
-        for mi, member in enumerate(g.members):
+    numbered = [
+        ("groups", "group", i, g.name, g.members, g.number) for i, g in enumerate(cfg.groups)
+    ]
+    numbered += [
+        ("queues", "queue", i, q.name, q.members, q.number) for i, q in enumerate(cfg.queues)
+    ]
+    for table, kind, i, name, members, number in numbered:
+        for mi, member in enumerate(members):
             if member not in extensions:
                 raise ConfigError(
-                    src, f"groups[{gi}].members[{mi}]", f"no agent has extension {member!r}"
+                    src, f"{table}[{i}].members[{mi}]", f"no agent has extension {member!r}"
                 )
-        if g.number is not None:
-            if g.number in extensions:
-                raise ConfigError(
-                    src, f"groups[{gi}].number", f"{g.number!r} is an agent's extension"
-                )
-            if g.number in numbers:
-                raise ConfigError(
-                    src, f"groups[{gi}].number", f"{g.number!r} is also {numbers[g.number]}'s"
-                )
-            numbers[g.number] = f"group {g.name!r}"
+        if number is not None:
+            key = f"{table}[{i}].number"
+            if number in extensions:
+                raise ConfigError(src, key, f"{number!r} is an agent's extension")
+            if number in numbers:
+                raise ConfigError(src, key, f"{number!r} is also {numbers[number]}'s")
+            numbers[number] = f"{kind} {name!r}"
+    targets: list[tuple[str, Destination]] = []
     for ti, t in enumerate(cfg.trunks):
-        targets = [(_join_key(f"trunks[{ti}].dids", n), d) for n, d in t.dids.items()]
+        targets += [(_join_key(f"trunks[{ti}].dids", n), d) for n, d in t.dids.items()]
         if t.default_destination is not None:
             targets.append((f"trunks[{ti}].default_destination", t.default_destination))
-        for key, dest in targets:
-            known = extensions if dest.kind == "agent" else groups
-            if dest.target not in known:
-                raise ConfigError(src, key, f"{str(dest)!r}: no such {dest.kind}")
+    targets += [
+        (f"queues[{qi}].fallback", q.fallback) for qi, q in enumerate(cfg.queues) if q.fallback
+    ]
+    for key, dest in targets:
+        why = _missing_target(cfg, dest)
+        if why:
+            raise ConfigError(src, key, f"{str(dest)!r}: {why}")
+    _check_fallback_loops(cfg)
+    _check_ivr_queues(cfg)
     peers: dict[HostPort, str] = {}
     for ti, t in enumerate(cfg.trunks):
         for pi, peer in enumerate(t.peers):
@@ -836,6 +1189,52 @@ def _cross_check(cfg: SiteConfig) -> None:
     in_rtp = media.rtp_port_min <= sip.port <= media.rtp_port_max and "udp" in sip.transports
     if in_rtp and _same_host(media.host, sip.listen):
         raise ConfigError(src, "sip.port", f"{sip.port} lies in the media RTP port range")
+
+
+def _missing_target(cfg: SiteConfig, dest: Destination) -> str:
+    """Why ``dest`` names nothing in ``cfg`` ("" when it exists). Voicemail boxes always exist."""
+    if dest.kind == "agent" and cfg.agent(dest.target) is None:
+        return "no such agent"
+    if dest.kind == "group" and cfg.group(dest.target) is None:
+        return "no such group"
+    if dest.kind == "queue" and cfg.queue(dest.target) is None:
+        return "no such queue"
+    if dest.kind == "flow" and dest.target not in cfg.flow_names:
+        known = ", ".join(sorted(cfg.flow_names)) or "none defined"
+        return f"no such flow in [ivr.flows] (known: {known})"
+    return ""
+
+
+def _check_fallback_loops(cfg: SiteConfig) -> None:
+    """Queue fallbacks must not lead back to a queue already passed (callers would circle)."""
+    for qi, q in enumerate(cfg.queues):
+        seen = [q.name]
+        nxt = q.fallback
+        while nxt is not None and nxt.kind == "queue":
+            if nxt.target in seen:
+                loop = " → ".join([*seen, nxt.target])
+                raise ConfigError(cfg.source, f"queues[{qi}].fallback", f"fallbacks loop: {loop}")
+            seen.append(nxt.target)
+            target = cfg.queue(nxt.target)
+            nxt = target.fallback if target is not None else None
+
+
+def _check_ivr_queues(cfg: SiteConfig) -> None:
+    """Every IVR ``queue`` / ``callback`` node names a ``[[queues]]`` queue (the flow grammar
+    itself is checked by ``gateway.cc.ivr``, which does not know the site's queues)."""
+
+    def walk(node: Mapping[str, Any], key: str) -> Iterator[tuple[str, str]]:
+        if node.get("kind") in ("queue", "callback") and isinstance(node.get("queue"), str):
+            yield f"{key}.queue", node["queue"]
+        for name, value in node.items():
+            if isinstance(value, Mapping):
+                yield from walk(value, _join_key(key, name))
+
+    flows = cfg.ivr.get("flows", {})
+    for key, queue in walk(flows, "ivr.flows") if isinstance(flows, Mapping) else ():
+        if queue and cfg.queue(queue) is None:
+            known = ", ".join(q.name for q in cfg.queues) or "none defined"
+            raise ConfigError(cfg.source, key, f"no queue {queue!r} in [[queues]] (known: {known})")
 
 
 def _same_host(a: str, b: str) -> bool:
@@ -856,7 +1255,8 @@ def parse_config(
 ) -> SiteConfig:
     """Validate a decoded TOML document into a :class:`SiteConfig`.
 
-    ``base_dir`` resolves a relative ``[store] path`` (default: the working directory); ``env``
+    ``base_dir`` resolves relative paths (``store.path``, ``cc.voicemail_dir``, ``cc.prompts``,
+    ``queues[].music``; default: the working directory); ``env``
     supplies ``CCGW_AUTH_SECRET`` (default: ``os.environ``). Raises :class:`ConfigError`.
     """
     root = _Table(dict(data), "", source)
@@ -873,6 +1273,10 @@ def parse_config(
     trunks = tuple(_trunk(t, sip.transports) for t in root.tables("trunks"))
     agents = tuple(_agent(t) for t in root.tables("agents"))
     groups = tuple(_group(t) for t in root.tables("groups"))
+    queues = tuple(_queue(t, base) for t in root.tables("queues"))
+    cc = _cc(root.table("cc"), site.name, base)
+    ivr = _ivr(root)
+    schedules = _schedules(root)
     dialplan = _dialplan(root.table("dialplan"), trunks)
     root.done()
     cfg = SiteConfig(
@@ -887,6 +1291,10 @@ def parse_config(
         agents=agents,
         groups=groups,
         source=source,
+        queues=queues,
+        cc=cc,
+        ivr=ivr,
+        schedules=schedules,
     )
     _cross_check(cfg)
     return cfg

@@ -41,6 +41,27 @@ _INSERT_CDR: Final = (
 _INSERT_OUTBOX: Final = "INSERT INTO outbox (kind, payload, created_ts) VALUES (?, ?, ?)"
 
 
+_INTERACTION_COLUMNS = (
+    "call_id",
+    "site",
+    "caller",
+    "dialled",
+    "queue",
+    "agent",
+    "arrived_ts",
+    "queued_ts",
+    "answered_ts",
+    "ended_ts",
+    "wait_s",
+    "talk_s",
+    "wrapup_s",
+    "outcome",
+    "ivr_path",
+    "variables",
+    "customer_id",
+)
+
+
 class SqliteSiteStore:
     """:class:`~gateway.store.base.SiteStore` on one SQLite file (or ``":memory:"``).
 
@@ -129,6 +150,54 @@ class SqliteSiteStore:
             payload["id"] = cdr_id
             self.append_outbox(conn, "cdr", payload)
         return cdr_id
+
+    def write_interaction(self, row: dict[str, Any]) -> int:
+        """Insert an interaction record and its ``"interaction"`` outbox entry (one
+        transaction); ``row`` has the ``interactions`` columns but ``id``. Returns the id."""
+        cols = [c for c in _INTERACTION_COLUMNS if c in row]
+        values = [
+            json.dumps(row[c], ensure_ascii=False) if c == "variables" else row[c] for c in cols
+        ]
+        sql = f"INSERT INTO interactions ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+        with self.transaction() as conn:
+            cur = conn.execute(sql, values)
+            assert cur.lastrowid is not None
+            self.append_outbox(conn, "interaction", {**row, "id": cur.lastrowid})
+        return cur.lastrowid
+
+    def write_voicemail(self, meta: dict[str, Any]) -> int:
+        """Insert a voicemail message's metadata and its outbox entry; returns the id."""
+        cols = ["box", "call_id", "caller", "queue", "path", "seconds", "created_ts"]
+        sql = f"INSERT INTO voicemails ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+        with self.transaction() as conn:
+            cur = conn.execute(sql, [meta.get(c) for c in cols])
+            assert cur.lastrowid is not None
+            self.append_outbox(conn, "voicemail", {**meta, "id": cur.lastrowid})
+        return cur.lastrowid
+
+    def voicemails(self, box: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Voicemail metadata, newest first (of one ``box`` when given)."""
+        sql = "SELECT * FROM voicemails"
+        args: list[Any] = []
+        if box is not None:
+            sql += " WHERE box = ?"
+            args.append(box)
+        sql += " ORDER BY id DESC LIMIT ?"
+        args.append(limit)
+        return self._dicts(sql, args)
+
+    def interactions(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Interaction records, newest first."""
+        rows = self._dicts("SELECT * FROM interactions ORDER BY id DESC LIMIT ?", [limit])
+        for r in rows:
+            r["variables"] = json.loads(r["variables"])
+        return rows
+
+    def _dicts(self, sql: str, args: list[Any]) -> list[dict[str, Any]]:
+        with self._lock:
+            cur = self._conn.execute(sql, args)
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
 
     def recent_cdrs(self, limit: int = 50) -> list[Cdr]:
         """The newest ``limit`` CDRs (by id), newest first."""

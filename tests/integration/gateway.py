@@ -41,6 +41,10 @@ def site_config(
     no_answer_timeout: float = 30.0,
     ring_timeout: float = 20.0,
     inbound_auth: bool = False,
+    queues: list[dict[str, Any]] | None = None,
+    ivr: dict[str, Any] | None = None,
+    skills: dict[str, dict[str, int]] | None = None,
+    more_carriers: list[int] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A test site: one carrier trunk, agents 1001-1003, DIDs for an agent and two groups."""
@@ -60,7 +64,8 @@ def site_config(
         "trunks": [
             {
                 "name": "carrier",
-                "peers": [f"{carrier[0]}:{carrier[1]}"],
+                "peers": [f"{carrier[0]}:{carrier[1]}"]
+                + [f"{carrier[0]}:{p}" for p in more_carriers or []],
                 "username": "gw",
                 "password": "trunk-secret",
                 "dids": {
@@ -73,7 +78,10 @@ def site_config(
                 "inbound_auth": inbound_auth,
             }
         ],
-        "agents": [{"extension": e, "password": p} for e, p in agents.items()],
+        "agents": [
+            {"extension": e, "password": p, "skills": (skills or {}).get(e, {})}
+            for e, p in agents.items()
+        ],
         "groups": [
             {"name": "all", "number": "600", "members": list(agents), "ring_timeout": ring_timeout},
             {
@@ -86,6 +94,12 @@ def site_config(
         ],
         "dialplan": {"outbound_trunk": "carrier", "no_answer_timeout": no_answer_timeout},
     }
+    if queues:
+        doc["queues"] = queues
+        doc["trunks"][0]["dids"].update({"+864000": "queue:support", "+865000": "flow:main"})
+        doc["cc"] = {"voicemail_dir": str(store.parent / "voicemail")}
+    if ivr:
+        doc["ivr"] = ivr
     for k, v in (extra or {}).items():
         doc.setdefault(k, {}).update(v)
     return doc
@@ -147,3 +161,28 @@ class GatewayThread:
     def metrics(self) -> str:
         """The /metrics text."""
         return self.call(self.gw.registry.render)
+
+
+TEST_IVR: dict[str, Any] = {
+    "entry": "main",
+    "languages": ["en", "cmn"],
+    "default_language": "en",
+    "flows": {
+        "main": {
+            "start": "welcome",
+            "welcome": {"kind": "play", "prompts": ["welcome"], "barge_in": True, "next": "menu"},
+            "menu": {
+                "kind": "menu",
+                "prompts": ["menu_main"],
+                "options": {"1": "sales", "2": "support", "3": "vip", "7": "message"},
+                "tries": 2,
+                "timeout": 4,
+                "fallback": "support",
+            },
+            "sales": {"kind": "queue", "queue": "sales"},
+            "support": {"kind": "queue", "queue": "support"},
+            "vip": {"kind": "queue", "queue": "support", "priority": 10},
+            "message": {"kind": "voicemail", "box": "sales"},
+        }
+    },
+}

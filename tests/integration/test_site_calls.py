@@ -76,9 +76,8 @@ def test_carrier_call_reaches_registered_agent_with_audio_both_ways(
     assert heard, "baresip recorded nothing"
     freq = audio.dominant_frequency(max(heard, key=lambda p: p.stat().st_size))
     assert 950 < freq < 1050, freq
-    cdrs = _cdrs(gw)
-    assert len(cdrs) == 1
-    cdr = cdrs[0]
+    gw.wait_for(lambda: len(gw.gw.store.recent_cdrs(5)) == 1, 5, "the CDR")
+    cdr = _cdrs(gw)[0]
     assert cdr.direction == "inbound" and cdr.agent == "1001" and cdr.answer_ts is not None
     assert cdr.hangup_side == "caller" and cdr.trunk == "carrier"
     assert gw.call(lambda: gw.gw.store.outbox_depth()) == 1  # the CDR's outbox row
@@ -412,5 +411,5 @@ def test_a_hundred_calls_leave_nothing_behind(
     gw.wait_for(lambda: gw.gw.endpoint.layer.transaction_count() == 0, 10, "transactions to end")
     assert gw.call(lambda: gw.gw.relay.active_sessions) == 0
     assert gw.call(lambda: gw.gw.relay.ports.in_use) == 0
-    assert gw.call(lambda: gw.gw.cdrs_written) == 100
+    gw.wait_for(lambda: gw.gw.cdrs_written == 100, 10, "a hundred CDRs")
     assert gw.call(lambda: gw.gw.endpoint.counters.tu_errors) == 0

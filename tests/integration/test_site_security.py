@@ -184,6 +184,7 @@ def test_malformed_datagrams_leave_a_call_in_progress_unharmed(
     ep = gw.call(lambda: gw.gw.endpoint.counters)
     assert ep.tu_errors == 0
     assert ep.bad_requests + ep.dropped >= sent // 2
+    gw.wait_for(lambda: len(gw.gw.store.recent_cdrs(5)) == 1, 5, "the CDR")
     cdr = gw.call(lambda: gw.gw.store.recent_cdrs(5))[0]
     assert cdr.answer_ts is not None and cdr.hangup_side == "caller"
     assert "ccgw_sip_errors_total" in gw.metrics()

@@ -12,11 +12,16 @@ from typing import Any
 
 import pytest
 
+from gateway.cc.ivr import FlowSet
+from gateway.cc.prompts import PromptLibrary
+from gateway.cc.schedule import parse_schedules
 from gateway.config import (
     AUTH_SECRET_ENV,
+    CcConfig,
     ConfigError,
     Destination,
     HostPort,
+    QueueConfig,
     load_config,
     parse_config,
     parse_destination,
@@ -246,7 +251,9 @@ BAD_VALUES = [
     ("trunks[0].inbound_auth", "yes", "trunks[0].inbound_auth", "must be a boolean"),
     ("trunks[0].cost", -0.1, "trunks[0].cost", "out of range"),
     ("trunks[0].prefixes", ["8621"], "trunks[0].prefixes[0]", "not an E.164 prefix"),
-    ("trunks[0].dids.+862150000000", "queue:x", 'trunks[0].dids."+862150000000"', "unknown"),
+    ("trunks[0].dids.+862150000000", "ivr:x", 'trunks[0].dids."+862150000000"', "unknown"),
+    ("trunks[0].dids.+862150000000", "queue:x", 'trunks[0].dids."+862150000000"', "no such queue"),
+    ("trunks[0].dids.+862150000000", "flow:main", 'trunks[0].dids."+862150000000"', "no such flow"),
     ("trunks[0].dids.+862150000000", "group:nope", 'trunks[0].dids."+862150000000"', "no such"),
     ("trunks[0].dids.+862150000000", "agent:", 'trunks[0].dids."+862150000000"', "kind:target"),
     ("trunks[0].dids.abc", "agent:1001", "trunks[0].dids.abc", "not a dialled number"),
@@ -409,7 +416,22 @@ def test_parse_host_port_rejects(text: str) -> None:
 def test_parse_destination() -> None:
     assert parse_destination("agent:1001") == Destination("agent", "1001")
     assert str(parse_destination("group:sales")) == "group:sales"
-    for bad in ("agent", "agent:x1", "group:Sales", "ivr:main", ":1001"):
+    assert parse_destination("queue:sales") == Destination("queue", "sales")
+    assert parse_destination("flow:Main_2") == Destination("flow", "Main_2")
+    assert str(parse_destination("voicemail:general")) == "voicemail:general"
+    for bad in (
+        "agent",
+        "agent:x1",
+        "group:Sales",
+        "ivr:main",
+        ":1001",
+        "queue:Sales",
+        "queue:",
+        "flow:2main",
+        "flow:a/b",
+        "voicemail:Box",
+        "voicemail:a b",
+    ):
         with pytest.raises(ValueError):
             parse_destination(bad)
 
@@ -457,3 +479,339 @@ def test_cli_ok_and_error(tmp_path: Path) -> None:
     )
     assert bad.returncode == 1
     assert "trunks[0].peers[0]" in bad.stderr and "port out of range" in bad.stderr
+
+
+# --- contact centre: queues, skills, [cc], [ivr], [schedules] ---------------------------------
+
+
+def cc_full() -> dict[str, Any]:
+    """full() plus agent skills, two queues, [cc], a schedule and a small IVR flow."""
+    data = full()
+    data["agents"][0]["skills"] = {"sales": 5, "english": 3}
+    data["agents"][1]["skills"] = {"service": 7}
+    data["queues"] = [
+        {
+            "name": "sales",
+            "number": "7001",
+            "members": ["1001"],
+            "required_skills": {"sales": 2},
+            "fallback": "queue:service",
+        },
+        {
+            "name": "service",
+            "members": ["1001", "1002"],
+            "fallback": "voicemail:general",
+            "max_wait": 300,
+        },
+    ]
+    data["cc"] = {"language": "cmn", "webhook": "https://crm.example/hook?site=sh"}
+    data["schedules"] = {
+        "office": {
+            "timezone": "Asia/Shanghai",
+            "shifts": {"day": "09:00-18:00"},
+            "week": {"mon-fri": ["day"]},
+            "holidays": [{"name": "New Year", "date": "2026-01-01"}],
+        }
+    }
+    data["ivr"] = {
+        "flows": {
+            "main": {
+                "start": "hours",
+                "hours": {
+                    "kind": "branch",
+                    "on": "schedule:office",
+                    "cases": {"open": "menu", "closed": "closed"},
+                },
+                "closed": {"kind": "voicemail", "box": "general"},
+                "menu": {
+                    "kind": "menu",
+                    "prompts": ["menu_main"],
+                    "options": {"1": "sales", "2": {"kind": "queue", "queue": "service"}},
+                    "fallback": "sales",
+                },
+                "sales": {"kind": "queue", "queue": "sales", "skills": {"sales": 1}},
+            }
+        }
+    }
+    dids = data["trunks"][0]["dids"]
+    dids |= {"+862150000002": "flow:main", "+862150000003": "queue:service"}
+    dids["+862150000004"] = "voicemail:general"
+    return data
+
+
+def test_cc_defaults() -> None:
+    cfg = parse_config(minimal(), env={}, base_dir="/srv/ccgw")
+    assert cfg.queues == () and cfg.queue("sales") is None
+    assert cfg.ivr == {} and cfg.schedules == {} and cfg.flow_names == frozenset()
+    cc = cfg.cc
+    assert cc.language == "en" and cc.prompts == ""
+    assert cc.voicemail_dir == str(Path("/srv/ccgw/var/shanghai-voicemail"))
+    assert cc.voicemail_max_s == 120 and cc.webhook is None
+    assert (cc.login_code, cc.logout_code, cc.pause_code, cc.unpause_code) == (
+        "*45",
+        "*46",
+        "*47",
+        "*48",
+    )
+    assert dict(cc.feature_codes) == {
+        "*45": "login",
+        "*46": "logout",
+        "*47": "pause",
+        "*48": "unpause",
+    }
+    assert CcConfig().language == "en"
+
+
+def test_agent_skills_default_empty() -> None:
+    cfg = parse_config(full(), env={})
+    assert cfg.agents[0].skills == {}
+
+
+def test_queue_defaults() -> None:
+    data = full() | {"queues": [{"name": "q", "members": ["1001"]}]}
+    q = parse_config(data, env={}).queue("q")
+    assert q is not None
+    assert q.members == ("1001",) and q.number is None
+    assert q.strategy == "longest_idle" and q.required_skills == {}
+    assert (q.ring_timeout, q.wrapup, q.max_no_answer, q.max_wait) == (15.0, 10.0, 3, None)
+    assert q.fallback is None
+    assert (q.join_rule, q.leave_rule) == ("if_logged_in", "if_none_logged_in")
+    assert q.announce_position is True and q.announce_every == 30.0 and q.music == "default"
+    assert (q.service_level_s, q.short_abandon_s, q.aht_s, q.aging_s) == (20.0, 5.0, 180.0, 60.0)
+    assert (q.vip_priority, q.sticky_s, q.best_skill_first) == (10, 30.0, False)
+    # the dataclass's own defaults are the documented ones
+    assert QueueConfig("q", ("1001",)) == q
+
+
+def test_cc_full_values() -> None:
+    cfg = parse_config(cc_full(), env={})
+    assert dict(cfg.agents[0].skills) == {"sales": 5, "english": 3}
+    sales, service = cfg.queues
+    assert cfg.queue("sales") is sales and sales.number == "7001"
+    assert dict(sales.required_skills) == {"sales": 2}
+    assert sales.fallback == Destination("queue", "service")
+    assert service.fallback == Destination("voicemail", "general") and service.max_wait == 300.0
+    assert cfg.cc.language == "cmn" and cfg.cc.webhook == "https://crm.example/hook?site=sh"
+    assert cfg.flow_names == {"main"}
+    trunk = cfg.trunks[0]
+    assert trunk.destination_for("+862150000002") == Destination("flow", "main")
+    assert trunk.destination_for("+862150000003") == Destination("queue", "service")
+    assert trunk.destination_for("+862150000004") == Destination("voicemail", "general")
+
+
+def test_cc_sections_are_read_only() -> None:
+    cfg = parse_config(cc_full(), env={})
+    with pytest.raises(TypeError):
+        cfg.agents[0].skills["sales"] = 9  # type: ignore[index]
+    with pytest.raises(TypeError):
+        cfg.queues[0].required_skills["x"] = 1  # type: ignore[index]
+    with pytest.raises(TypeError):
+        cfg.ivr["flows"]["main"]["start"] = "menu"
+    with pytest.raises(TypeError):
+        cfg.schedules["office"]["timezone"] = "UTC"
+    assert isinstance(cfg.schedules["office"]["holidays"], tuple)
+    with pytest.raises(AttributeError):
+        cfg.cc.language = "en"  # type: ignore[misc]
+
+
+def test_cc_full_ivr_and_schedules_validate_with_the_cc_modules() -> None:
+    cfg = parse_config(cc_full(), env={})
+    schedules = parse_schedules(cfg.schedules)
+    flows = FlowSet.parse(cfg.ivr, schedules=schedules, prompts=PromptLibrary())
+    assert flows.entry.flow == "main"
+
+
+CC_BAD_VALUES = [
+    # [[agents]] skills
+    ("agents[0].skills", ["sales"], "agents[0].skills", "must be a table"),
+    ("agents[0].skills", {"Sales": 3}, "agents[0].skills.Sales", "not a skill name"),
+    ("agents[0].skills", {"sales": 0}, "agents[0].skills.sales", "out of range [1, 10]"),
+    ("agents[0].skills", {"sales": 11}, "agents[0].skills.sales", "out of range [1, 10]"),
+    ("agents[0].skills", {"sales": 2.5}, "agents[0].skills.sales", "must be an integer"),
+    ("agents[0].skills", {"sales": True}, "agents[0].skills.sales", "must be an integer"),
+    # [[queues]]
+    ("queues", {"name": "x"}, "queues", "array of tables"),
+    ("queues[0].name", "Sales", "queues[0].name", "is not a name"),
+    ("queues[0].number", "7a", "queues[0].number", "1-10 digits"),
+    ("queues[0].strategy", "roundrobin", "queues[0].strategy", "not one of ringall, linear"),
+    ("queues[0].members", [], "queues[0].members", "at least one"),
+    ("queues[0].members", ["1001", "1001"], "queues[0].members[1]", "listed twice"),
+    ("queues[0].members", ["x"], "queues[0].members[0]", "not an agent extension"),
+    ("queues[0].members", ["1001", "1009"], "queues[0].members[1]", "no agent has extension"),
+    ("queues[0].required_skills", {"sales": 11}, "queues[0].required_skills.sales", "range"),
+    ("queues[0].required_skills", {"a b": 1}, 'queues[0].required_skills."a b"', "skill name"),
+    ("queues[0].required_skills", "sales", "queues[0].required_skills", "must be a table"),
+    ("queues[0].ring_timeout", 0, "queues[0].ring_timeout", "greater than 0"),
+    ("queues[0].wrapup", -1, "queues[0].wrapup", "out of range"),
+    ("queues[0].max_no_answer", -1, "queues[0].max_no_answer", "out of range"),
+    ("queues[0].max_no_answer", 1.5, "queues[0].max_no_answer", "must be an integer"),
+    ("queues[0].max_wait", 0, "queues[0].max_wait", "greater than 0"),
+    ("queues[0].max_wait", "5m", "queues[0].max_wait", "must be a number"),
+    ("queues[0].fallback", "group:sales", "queues[0].fallback", "voicemail:, queue: or agent:"),
+    ("queues[0].fallback", "flow:main", "queues[0].fallback", "voicemail:, queue: or agent:"),
+    ("queues[0].fallback", "queue:sales", "queues[0].fallback", "this queue itself"),
+    ("queues[0].fallback", "queue:nope", "queues[0].fallback", "no such queue"),
+    ("queues[0].fallback", "agent:7777", "queues[0].fallback", "no such agent"),
+    ("queues[0].fallback", "voicemail:", "queues[0].fallback", "kind:target"),
+    ("queues[0].fallback", 3, "queues[0].fallback", "must be a string"),
+    ("queues[0].join_rule", "sometimes", "queues[0].join_rule", "not one of always"),
+    ("queues[0].leave_rule", "always", "queues[0].leave_rule", "not one of never"),
+    ("queues[0].announce_position", "yes", "queues[0].announce_position", "must be a boolean"),
+    ("queues[0].announce_every", 5, "queues[0].announce_every", "at least 10"),
+    ("queues[0].music", "hold.mp3", "queues[0].music", "neither 'default' nor a .wav"),
+    ("queues[0].music", "absent-hold.wav", "queues[0].music", "no such file"),
+    ("queues[0].service_level_s", 0, "queues[0].service_level_s", "greater than 0"),
+    ("queues[0].short_abandon_s", -1, "queues[0].short_abandon_s", "out of range"),
+    ("queues[0].aht_s", 0, "queues[0].aht_s", "greater than 0"),
+    ("queues[0].aging_s", 0, "queues[0].aging_s", "greater than 0"),
+    ("queues[0].vip_priority", -1, "queues[0].vip_priority", "out of range"),
+    ("queues[0].vip_priority", 1001, "queues[0].vip_priority", "out of range"),
+    ("queues[0].sticky_s", -1, "queues[0].sticky_s", "out of range"),
+    ("queues[0].best_skill_first", 1, "queues[0].best_skill_first", "must be a boolean"),
+    ("queues[0].ringtimeout", 5, "queues[0].ringtimeout", "did you mean 'ring_timeout'"),
+    # [cc]
+    ("cc", "cmn", "cc", "must be a table"),
+    ("cc.language", "fr", "cc.language", "not one of en, cmn"),
+    ("cc.prompts", "no-such-prompts-dir", "cc.prompts", "no such folder"),
+    ("cc.voicemail_dir", "", "cc.voicemail_dir", "must not be empty"),
+    ("cc.voicemail_max_s", 0, "cc.voicemail_max_s", "greater than 0"),
+    ("cc.webhook", "ftp://crm.example/", "cc.webhook", "not an http:// or https:// URL"),
+    ("cc.webhook", "http://", "cc.webhook", "not an http:// or https:// URL"),
+    ("cc.webhook", "https://a b", "cc.webhook", "not an http:// or https:// URL"),
+    ("cc.login_code", "45", "cc.login_code", "not a feature code"),
+    ("cc.logout_code", "*", "cc.logout_code", "not a feature code"),
+    ("cc.pause_code", "*12345", "cc.pause_code", "not a feature code"),
+    ("cc.unpause_code", "*45", "cc.unpause_code", "also cc.login_code"),
+    ("cc.unpause_code", 48, "cc.unpause_code", "must be a string"),
+    ("cc.language_", "en", "cc.language_", "unknown key"),
+    # destinations
+    (
+        "trunks[0].dids.+862150000002",
+        "flow:other",
+        'trunks[0].dids."+862150000002"',
+        "no such flow",
+    ),
+    ("trunks[0].dids.+862150000002", "flow:9", 'trunks[0].dids."+862150000002"', "not a flow name"),
+    ("trunks[0].dids.+862150000003", "queue:q", 'trunks[0].dids."+862150000003"', "no such queue"),
+    ("trunks[0].dids.+862150000004", "voicemail:A", 'trunks[0].dids."+862150000004"', "box"),
+    ("trunks[0].default_destination", "queue:nope", "trunks[0].default_destination", "no such"),
+    # [ivr] and [schedules]: shape only
+    ("ivr", "main", "ivr", "must be a table"),
+    ("ivr.flows", ["main"], "ivr.flows", "must be a table"),
+    ("ivr.flows.main", "welcome", "ivr.flows.main", "must be a table (a flow)"),
+    ("ivr.flows.bad name", {"start": "x"}, 'ivr.flows."bad name"', "not a flow name"),
+    ("ivr.flows.main.sales.queue", "nope", "ivr.flows.main.sales.queue", "no queue 'nope'"),
+    (
+        "ivr.flows.main.menu.options.2.queue",
+        "gone",
+        "ivr.flows.main.menu.options.2.queue",
+        "no queue 'gone'",
+    ),
+    ("schedules", ["office"], "schedules", "must be a table"),
+    ("schedules.office", "9-18", "schedules.office", "must be a table (a schedule)"),
+]
+
+
+@pytest.mark.parametrize(("path", "value", "key", "why"), CC_BAD_VALUES, ids=lambda v: str(v))
+def test_cc_bad_value_names_key(path: str, value: Any, key: str, why: str) -> None:
+    err = error_for(mutate(path, value, cc_full()))
+    assert err.key == key, str(err)
+    assert why in err.why, str(err)
+    assert str(err).startswith(f"sites/test.toml: {key}: ")
+
+
+def test_missing_queue_name_and_members() -> None:
+    data = cc_full()
+    del data["queues"][1]["name"]
+    assert error_for(data).key == "queues[1].name"
+    data = cc_full()
+    del data["queues"][1]["members"]
+    err = error_for(data)
+    assert err.key == "queues[1].members" and "required" in err.why
+
+
+def test_duplicate_queue_name() -> None:
+    data = cc_full()
+    data["queues"][1]["name"] = "sales"
+    data["queues"][0]["fallback"] = "voicemail:x"
+    err = error_for(data)
+    assert err.key == "queues[1].name" and "duplicates queues[0]" in err.why
+
+
+@pytest.mark.parametrize(
+    ("number", "why"),
+    [("1001", "an agent's extension"), ("6000", "also group 'sales''s"), ("7001", "queue 'sales'")],
+)
+def test_queue_number_unique_across_agents_groups_queues(number: str, why: str) -> None:
+    err = error_for(mutate("queues[1].number", number, cc_full()))
+    assert err.key == "queues[1].number" and why in err.why, str(err)
+
+
+def test_group_number_may_not_be_a_queue_number_either() -> None:
+    data = cc_full()
+    data["queues"][0]["number"] = "6000"
+    err = error_for(data)  # groups are checked first: the queue is the later claimant
+    assert err.key == "queues[0].number" and "group 'sales'" in err.why
+
+
+def test_queue_fallbacks_must_not_loop() -> None:
+    data = mutate("queues[1].fallback", "queue:sales", cc_full())
+    err = error_for(data)
+    assert err.key == "queues[0].fallback"
+    assert "loop: sales → service → sales" in err.why
+
+
+def test_queue_fallback_chain_without_loop_is_fine() -> None:
+    data = cc_full()
+    data["queues"].append({"name": "third", "members": ["1002"], "fallback": "queue:sales"})
+    assert parse_config(data, env={}).queue("third") is not None
+
+
+def test_queue_music_relative_to_config_file(tmp_path: Path) -> None:
+    (tmp_path / "sounds").mkdir()
+    (tmp_path / "sounds" / "hold.wav").write_bytes(b"RIFF")
+    (tmp_path / "my-prompts").mkdir()
+    path = tmp_path / "x.toml"
+    path.write_text(
+        '[site]\nname = "x"\n'
+        '[[agents]]\nextension = "1"\npassword = "p"\n'
+        '[[queues]]\nname = "q"\nmembers = ["1"]\nmusic = "sounds/hold.wav"\n'
+        '[cc]\nprompts = "my-prompts"\nvoicemail_dir = "/tmp/vm"\n'
+    )
+    cfg = load_config(path, env={})
+    assert cfg.queues[0].music == str((tmp_path / "sounds" / "hold.wav").resolve())
+    assert cfg.cc.prompts == str((tmp_path / "my-prompts").resolve())
+    assert cfg.cc.voicemail_dir == str(Path("/tmp/vm").resolve())
+
+
+def test_ivr_without_flows_is_only_shape_checked() -> None:
+    cfg = parse_config(minimal() | {"ivr": {"entry": "main"}}, env={})
+    assert cfg.ivr == {"entry": "main"} and cfg.flow_names == frozenset()
+
+
+# --- the shipped examples: contact-centre sections -----------------------------------------
+
+
+@pytest.mark.parametrize("path", SITES, ids=lambda p: p.stem)
+def test_example_site_contact_centre(path: Path) -> None:
+    cfg = load_config(path, env={})
+    assert len(cfg.queues) >= 2
+    assert all(a.skills for a in cfg.agents)
+    assert cfg.groups, "the ring groups still work beside the queues"
+    trunk = cfg.trunks[0]
+    main = next(iter(trunk.dids))
+    assert trunk.destination_for(main) == Destination("flow", "main")
+    assert cfg.cc.voicemail_dir == str((ROOT / "var" / f"{path.stem}-voicemail").resolve())
+    for q in cfg.queues:
+        for skill, level in q.required_skills.items():
+            assert any(cfg.agent(m).skills.get(skill, 0) >= level for m in q.members)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("path", SITES, ids=lambda p: p.stem)
+def test_example_site_ivr_and_schedules_validate(path: Path) -> None:
+    cfg = load_config(path, env={})
+    schedules = parse_schedules(cfg.schedules)
+    assert schedules, "each example has a [schedules] entry"
+    flows = FlowSet.parse(cfg.ivr, schedules=schedules, prompts=PromptLibrary())
+    assert flows.entry.flow == "main" and not flows.warnings
+    assert {"cmn", "en"} <= set(flows.languages)

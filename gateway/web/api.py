@@ -1,0 +1,118 @@
+"""REST API of a site's contact centre: queues' live figures, agents' states, voicemail.
+
+    GET  /api/queues                      every queue's figures
+    GET  /api/queues/{name}               one queue
+    GET  /api/agents                      every agent's state
+    POST /api/agents/{ext}/{command}      login | logout | pause | unpause  (JSON {"reason": ...})
+    GET  /api/interactions?limit=N        the newest contact records
+    GET  /api/voicemail?box=B             voicemail messages (metadata)
+    GET  /api/voicemail/{id}.wav          one message's audio
+
+Errors are JSON ``{"error", "status", "reason"}`` (404 unknown queue/agent/message, 409 a state
+change that is not possible now, 400 a bad command).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from gateway.cc.agents import AgentError, AgentState, AgentView
+from gateway.cc.center import ContactCentre
+from gateway.store.sqlite import SqliteSiteStore
+
+from .server import error_response
+
+_COMMANDS = ("login", "logout", "pause", "unpause")
+
+
+def _agent_json(view: AgentView) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(view):
+        value = getattr(view, f.name)
+        if isinstance(value, AgentState):
+            value = value.value
+        elif isinstance(value, frozenset | set | tuple):
+            value = sorted(value)
+        elif isinstance(value, Mapping):
+            value = dict(value)
+        out[f.name] = value
+    return out
+
+
+def cc_routes(cc: ContactCentre, store: SqliteSiteStore) -> list[web.RouteDef]:
+    """The contact-centre routes, for :func:`gateway.web.server.create_app`'s ``extra_routes``."""
+
+    async def queues(request: web.Request) -> web.Response:
+        return web.json_response([cc.queue_snapshot(name) for name in cc.queues])
+
+    async def queue(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name not in cc.queues:
+            return error_response(404, f"no queue {name!r}")
+        return web.json_response(cc.queue_snapshot(name))
+
+    async def agents(request: web.Request) -> web.Response:
+        return web.json_response([_agent_json(v) for v in cc.agents.snapshot()])
+
+    async def agent_command(request: web.Request) -> web.Response:
+        ext, command = request.match_info["ext"], request.match_info["command"]
+        if command not in _COMMANDS:
+            return error_response(400, f"unknown command {command!r} (one of {_COMMANDS})")
+        reason = ""
+        if request.can_read_body:
+            try:
+                body = await request.json()
+            except ValueError:
+                return error_response(400, "the body is not JSON")
+            if not isinstance(body, dict):
+                return error_response(400, "the body must be a JSON object")
+            reason = str(body.get("reason", ""))[:64]
+        try:
+            view = cc.agent_command(ext, command, reason)
+        except AgentError as exc:
+            return error_response(getattr(exc, "status", 409), str(exc))
+        return web.json_response(_agent_json(view))
+
+    async def interactions(request: web.Request) -> web.Response:
+        limit = _limit(request)
+        if limit is None:
+            return error_response(400, "limit must be an integer 1..1000")
+        return web.json_response(store.interactions(limit))
+
+    async def voicemail(request: web.Request) -> web.Response:
+        limit = _limit(request)
+        if limit is None:
+            return error_response(400, "limit must be an integer 1..1000")
+        return web.json_response(store.voicemails(request.query.get("box"), limit))
+
+    async def voicemail_audio(request: web.Request) -> web.StreamResponse:
+        try:
+            vid = int(request.match_info["id"])
+        except ValueError:
+            return error_response(404, "no such message")
+        rows = [r for r in store.voicemails(None, 1000) if r["id"] == vid]
+        if not rows or not Path(rows[0]["path"]).is_file():
+            return error_response(404, "no such message")
+        return web.FileResponse(rows[0]["path"], headers={"Content-Type": "audio/wav"})
+
+    return [
+        web.get("/api/queues", queues),
+        web.get("/api/queues/{name}", queue),
+        web.get("/api/agents", agents),
+        web.post("/api/agents/{ext}/{command}", agent_command),
+        web.get("/api/interactions", interactions),
+        web.get("/api/voicemail", voicemail),
+        web.get(r"/api/voicemail/{id:\d+}.wav", voicemail_audio),
+    ]
+
+
+def _limit(request: web.Request) -> int | None:
+    text = request.query.get("limit", "100")
+    if not text.isdigit() or not 1 <= int(text) <= 1000:
+        return None
+    return int(text)

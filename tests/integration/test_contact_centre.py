@@ -1,0 +1,241 @@
+"""The contact centre with real peers: SIPp callers (DTMF by INFO), SIPp and baresip agents."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from . import peers
+from .gateway import AGENTS, TEST_IVR, GatewayThread, site_config
+
+pytestmark = pytest.mark.integration
+
+
+def _queues(strategy: str = "rrmemory", **kw: Any) -> list[dict[str, Any]]:
+    support = {
+        "name": "support",
+        "members": list(AGENTS),
+        "strategy": strategy,
+        "ring_timeout": 3,
+        "wrapup": 0,
+        "short_abandon_s": 0,
+        "announce_every": 10,
+        **kw,
+    }
+    sales = {"name": "sales", "members": ["1001"], "strategy": "linear", "wrapup": 0}
+    return [support, sales]
+
+
+@pytest.fixture
+def carrier_port() -> int:
+    return peers.free_port("127.0.0.1", "udp")
+
+
+@pytest.fixture
+def make_gateway(tmp_path: Path, carrier_port: int) -> Iterator[Callable[..., GatewayThread]]:
+    started: list[GatewayThread] = []
+
+    def make(strategy: str = "rrmemory", **kw: Any) -> GatewayThread:
+        queue_kw = kw.pop("queue", {})
+        cfg = site_config(
+            ("127.0.0.1", carrier_port),
+            tmp_path / "site.db",
+            queues=_queues(strategy, **queue_kw),
+            ivr=TEST_IVR,
+            **kw,
+        )
+        gw = GatewayThread(cfg).__enter__()
+        started.append(gw)
+        return gw
+
+    yield make
+    for gw in started:
+        gw.__exit__(None, None, None)
+
+
+def _sipp_agents(
+    sipp_factory: Callable[..., peers.Sipp], gw: GatewayThread, exts: list[str], calls: int
+) -> dict[str, peers.Sipp]:
+    """SIPp agents: each registers from a port, then answers up to ``calls`` calls there."""
+    out = {}
+    for ext in exts:
+        port = peers.free_port("127.0.0.1", "udp")
+        reg = sipp_factory(
+            "register.xml", gw.sip, local_port=port, service=ext, auth=(ext, AGENTS[ext]),
+            extra_args=["-auth_uri", gw.sip], timeout=10,
+        )  # fmt: skip
+        assert reg.start().wait(15).ok, reg.result().describe()
+        out[ext] = sipp_factory(
+            "agent_uas.xml", local_port=port, calls=calls, timeout=60, name=f"agent-{ext}"
+        ).start()
+    return out
+
+
+def _caller(
+    sipp_factory: Callable[..., peers.Sipp],
+    gw: GatewayThread,
+    port: int,
+    did: str = "+864000",
+    *,
+    talk_ms: int = 1000,
+    digits: tuple[tuple[int, str], ...] = ((0, "-"), (0, "-")),
+    calls: int = 1,
+    rate: float | None = None,
+    timeout: float = 30,
+) -> peers.Sipp:
+    (d1, k1), (d2, k2) = digits
+    return sipp_factory(
+        "caller_ivr.xml", gw.sip, local_port=port, service=did, calls=calls, rate=rate,
+        keys={"talk_ms": str(talk_ms), "d1_ms": str(d1), "digit1": k1, "d2_ms": str(d2),
+              "digit2": k2},
+        timeout=timeout,
+    )  # fmt: skip
+
+
+def _interactions(gw: GatewayThread) -> list[dict[str, Any]]:
+    return list(reversed(gw.call(lambda: gw.gw.store.interactions(100))))
+
+
+def _api(gw: GatewayThread, path: str, method: str = "GET") -> Any:
+    req = urllib.request.Request(f"http://127.0.0.1:{gw.gw.http_port}{path}", method=method)
+    with urllib.request.urlopen(req, timeout=5) as r:
+        return json.loads(r.read())
+
+
+def test_round_robin_queue_hands_calls_out_in_turn(
+    make_gateway: Callable[..., GatewayThread],
+    sipp_factory: Callable[..., peers.Sipp],
+    carrier_port: int,
+) -> None:
+    gw = make_gateway("rrmemory")
+    agents = _sipp_agents(sipp_factory, gw, list(AGENTS), calls=2)
+    caller = _caller(sipp_factory, gw, carrier_port, talk_ms=300, calls=6, rate=1)
+    result = caller.start().wait(40)
+    assert result.ok and result.successful == 6, result.describe()
+    gw.wait_for(lambda: len(gw.gw.store.interactions(10)) == 6, 10, "six interactions")
+    order = [r["agent"] for r in _interactions(gw)]
+    assert order == ["1001", "1002", "1003", "1001", "1002", "1003"], order
+    assert all(r["outcome"] == "answered" and r["queue"] == "support" for r in _interactions(gw))
+    for a in agents.values():
+        a.stop()
+    snap = _api(gw, "/api/queues/support")
+    assert snap["day"]["answered"] == 6 and snap["day"]["offered"] == 6, snap
+
+
+def test_longest_idle_picks_the_agent_idle_longest(
+    make_gateway: Callable[..., GatewayThread],
+    sipp_factory: Callable[..., peers.Sipp],
+    carrier_port: int,
+) -> None:
+    gw = make_gateway("longest_idle")
+    _sipp_agents(sipp_factory, gw, ["1003", "1001", "1002"], calls=3)
+    # Log in order 1002, 1003, 1001 via pause/unpause: idle_since follows that order.
+    for ext in ("1001", "1002", "1003"):
+        _api(gw, f"/api/agents/{ext}/pause", "POST")
+    for ext in ("1002", "1003", "1001"):
+        _api(gw, f"/api/agents/{ext}/unpause", "POST")
+        time.sleep(0.05)
+    caller = _caller(sipp_factory, gw, carrier_port, talk_ms=300, calls=3, rate=1)
+    assert caller.start().wait(30).ok, caller.result().describe()
+    gw.wait_for(lambda: len(gw.gw.store.interactions(10)) == 3, 10, "three interactions")
+    assert [r["agent"] for r in _interactions(gw)] == ["1002", "1003", "1001"]
+
+
+def test_ivr_menu_routes_by_dtmf_and_records_the_path(
+    make_gateway: Callable[..., GatewayThread],
+    sipp_factory: Callable[..., peers.Sipp],
+    carrier_port: int,
+) -> None:
+    gw = make_gateway("linear")
+    _sipp_agents(sipp_factory, gw, ["1001"], calls=1)
+    # Press 1 (sales) while the menu plays (barge-in).
+    caller = _caller(
+        sipp_factory, gw, carrier_port, "+865000", talk_ms=1500, digits=((2500, "1"), (0, "-"))
+    )
+    result = caller.start().wait(30)
+    assert result.ok, result.describe()
+    gw.wait_for(lambda: len(gw.gw.store.interactions(10)) == 1, 10, "the interaction")
+    rec = _interactions(gw)[0]
+    assert rec["queue"] == "sales" and rec["agent"] == "1001" and rec["outcome"] == "answered"
+    assert "main/menu:1" in rec["ivr_path"], rec["ivr_path"]
+
+
+def test_abandoned_call_is_counted_and_frees_nothing_it_should_not(
+    make_gateway: Callable[..., GatewayThread],
+    sipp_factory: Callable[..., peers.Sipp],
+    carrier_port: int,
+) -> None:
+    gw = make_gateway("ringall")
+    # Nobody's phone is registered: the caller waits, hears the queue, and gives up.
+    caller = _caller(sipp_factory, gw, carrier_port, talk_ms=2500)
+    assert caller.start().wait(20).ok, caller.result().describe()
+    gw.wait_for(lambda: len(gw.gw.store.interactions(10)) == 1, 10, "the interaction")
+    rec = _interactions(gw)[0]
+    assert rec["outcome"] == "abandoned" and rec["agent"] is None and rec["wait_s"] > 2.0
+    snap = _api(gw, "/api/queues/support")
+    assert snap["day"]["abandoned"] == 1 and snap["waiting"] == 0, snap
+    assert all(a["state"] == "available" for a in _api(gw, "/api/agents"))
+    assert "ccgw_queue_abandoned" in gw.metrics()
+
+
+def test_vip_caller_jumps_the_line(
+    make_gateway: Callable[..., GatewayThread],
+    sipp_factory: Callable[..., peers.Sipp],
+    baresip_factory: Callable[..., peers.Baresip],
+    carrier_port: int,
+) -> None:
+    ports = [peers.free_port("127.0.0.1", "udp") for _ in range(3)]
+    gw = make_gateway("linear", queue={"members": ["1001"]}, more_carriers=ports)
+    phone = baresip_factory("1001", registrar=gw.sip, password=AGENTS["1001"], answermode="manual")
+    phone.start()
+    phone.wait_registered(10)
+    _api(gw, "/api/agents/1001/pause", "POST")  # nobody answers while the line builds up
+    normal = [
+        _caller(sipp_factory, gw, port, "+865000", talk_ms=9000, digits=((1500, "2"), (0, "-")))
+        for port in ports[:2]
+    ]  # fmt: skip
+    for c in normal:
+        c.start()
+        time.sleep(0.3)
+    time.sleep(2.5)
+    vip = _caller(
+        sipp_factory, gw, ports[2], "+865000", talk_ms=6000,
+        digits=((1500, "3"), (0, "-")),
+    )  # fmt: skip
+    vip.start()
+    line = gw.gw.cc.queues["support"].line
+    gw.wait_for(lambda: line.live_count() == 3, 10, "three waiting")
+    vip_id = gw.call(lambda: next(e.call_id for e in line.entries() if e.priority == 10))
+    _api(gw, "/api/agents/1001/unpause", "POST")
+    phone.wait_event("CALL_INCOMING", 5)
+    # The call offered first is the VIP's, although two callers were waiting before it.
+    assert gw.call(lambda: gw.gw.cc.agents.get("1001").call_id) == vip_id
+    for c in [*normal, vip]:
+        c.stop()
+
+
+def test_no_agent_logged_in_sends_the_caller_to_voicemail_which_is_fetchable(
+    make_gateway: Callable[..., GatewayThread],
+    sipp_factory: Callable[..., peers.Sipp],
+    carrier_port: int,
+) -> None:
+    gw = make_gateway("ringall")
+    for ext in AGENTS:
+        _api(gw, f"/api/agents/{ext}/logout", "POST")
+    caller = _caller(sipp_factory, gw, carrier_port, talk_ms=6000)  # speaks (a tone) throughout
+    assert caller.start().wait(20).ok, caller.result().describe()
+    gw.wait_for(lambda: len(gw.gw.store.voicemails(None, 5)) == 1, 5, "the voicemail")
+    msgs = _api(gw, "/api/voicemail")
+    assert len(msgs) == 1 and msgs[0]["box"] == "support" and msgs[0]["seconds"] > 1.0, msgs
+    url = f"http://127.0.0.1:{gw.gw.http_port}/api/voicemail/{msgs[0]['id']}.wav"
+    with urllib.request.urlopen(url, timeout=5) as r:
+        wav = r.read()
+    assert wav[:4] == b"RIFF" and len(wav) > 8000
+    rec = _interactions(gw)[0]
+    assert rec["outcome"] == "voicemail"
