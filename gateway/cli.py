@@ -64,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument(
         "--seconds", type=float, default=60.0, help="how long to run (0 = until Ctrl-C)"
     )
-    demo.add_argument("--rate", type=float, default=2.0, help="carrier calls per second")
+    demo.add_argument("--rate", type=float, default=0.5, help="carrier calls per second")
     args = parser.parse_args(argv)
     quiet = args.command == "demo" and not args.verbose  # the demo's screen is its wallboard
     logging.basicConfig(

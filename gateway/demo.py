@@ -26,8 +26,12 @@ from pathlib import Path
 
 from gateway.app import SiteGateway
 from gateway.config import HostPort, load_config
+from gateway.media.g711 import ulaw_encode
+from gateway.media.player import tone
 
-SITE_CONFIG = Path(__file__).resolve().parent.parent / "sites" / "shanghai.toml"
+ROOT = Path(__file__).resolve().parent.parent
+SITE_CONFIG = ROOT / "sites" / "shanghai.toml"
+CALLER_SCENARIO = ROOT / "tests" / "data" / "sipp" / "caller_ivr.xml"
 
 
 def free_port(host: str, kind: int = socket.SOCK_DGRAM) -> int:
@@ -125,7 +129,9 @@ async def run_demo(seconds: float, rate: float) -> int:
     gw = SiteGateway(cfg, sip_port=0, http_port=0, store_path=str(work / "site.db"))
     await gw.start()
     gw_addr = f"{host}:{gw.sip_port}"
-    did = next(iter(trunk.dids), "+862150000000")
+    # The sales hotline (straight into a queue) shows the ACD best; else the first DID.
+    dids = list(trunk.dids.items())
+    did = next((n for n, d in dids if d.kind == "queue"), dids[0][0] if dids else "+862150000000")
     phones = [
         Phone(work, a.extension, a.password, gw_addr, 300.0 + 100 * i)
         for i, a in enumerate(cfg.agents)
@@ -141,8 +147,26 @@ async def run_demo(seconds: float, rate: float) -> int:
         while gw.registrar.bindings_count() < len(phones) and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
         total = int(rate * seconds) if seconds > 0 else 0
-        args = ["sipp", gw_addr, "-sn", "uac", "-s", did, "-i", host, "-p", str(carrier_port)]
-        args += ["-r", str(rate), "-d", "4000", "-nostdin"]
+        media_port = free_port(host)
+        while media_port % 2 or not _udp_free(media_port + 1):
+            media_port = free_port(host)
+        tone_file = work / "caller.ulaw"
+        tone_file.write_bytes(ulaw_encode(tone([700], 2.0)).tobytes())
+        args = ["sipp", gw_addr, "-sf", str(CALLER_SCENARIO), "-s", did]
+        args += ["-i", host, "-p", str(carrier_port), "-mi", host, "-mp", str(media_port)]
+        args += ["-r", str(rate), "-nostdin"]
+        keys = {
+            "caller": "+8613800138000",
+            "audio": f"{tone_file},-1,0",
+            "talk_ms": "8000",
+            "d1_ms": "0",
+            "digit1": "-",
+            "d2_ms": "0",
+            "digit2": "-",
+            "sdp_port": str(media_port),
+        }
+        for k, v in keys.items():
+            args += ["-key", k, v]
         if total:
             args += ["-m", str(total), "-timeout", f"{seconds + 30}s"]
         sipp = subprocess.Popen(
@@ -156,12 +180,13 @@ async def run_demo(seconds: float, rate: float) -> int:
         while not stop.is_set():
             elapsed = time.monotonic() - started
             _show(gw, elapsed, len(phones))
-            if seconds > 0 and (elapsed > seconds + 8 or sipp.poll() is not None):
+            if seconds > 0 and (elapsed > seconds + 16 or sipp.poll() is not None):
                 break
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 1.0)
         _show(gw, time.monotonic() - started, len(phones))
         print()
+        summary = _queues_line(gw)
     finally:
         if sipp is not None and sipp.poll() is None:
             sipp.send_signal(signal.SIGUSR1)  # SIPp: stop placing calls and exit
@@ -177,11 +202,29 @@ async def run_demo(seconds: float, rate: float) -> int:
             shutil.rmtree(work, ignore_errors=True)
     b = gw.b2bua.counters
     ok = b.answered > 0
+    print(summary)
     print(
-        f"demo: {b.offered} calls offered, {b.answered} answered, {b.failed} failed; "
+        f"demo: {b.offered} calls offered, {b.answered} answered by agents, {b.failed} failed; "
         f"{gw.cdrs_written} CDRs written"
     )
     return 0 if ok else 1
+
+
+def _queues_line(gw: SiteGateway) -> str:
+    cc = gw.cc
+    if cc is None:
+        return ""
+    parts = []
+    for name in cc.queues:
+        q = cc.queue_snapshot(name)
+        day = q["day"]
+        sl = day.get("service_level")
+        parts.append(
+            f"{name}: waiting {q['waiting']} avail {q['available']}/{q['logged_in']}"
+            f" answered {day.get('answered', 0)} abandoned {day.get('abandoned', 0)}"
+            f" SL {'-' if sl is None else f'{100 * sl:.0f}%'}"
+        )
+    return " | ".join(parts)
 
 
 def _show(gw: SiteGateway, elapsed: float, phones: int) -> None:
@@ -191,7 +234,7 @@ def _show(gw: SiteGateway, elapsed: float, phones: int) -> None:
         f"\r[{gw.cfg.site.name} {elapsed:5.0f}s] agents {gw.registrar.bindings_count()}/{phones}"
         f" | active {gw.b2bua.active_calls:3d} | offered {b.offered:4d} answered {b.answered:4d}"
         f" failed {b.failed:3d} | rtp in {rtp['in']:7d} out {rtp['out']:7d}"
-        f" | cdrs {gw.cdrs_written:4d} "
+        f" | cdrs {gw.cdrs_written:4d} | {_queues_line(gw)} "
     )
     sys.stdout.write(line)
     sys.stdout.flush()

@@ -115,7 +115,7 @@ def test_a_bad_config_names_the_key_and_exits_non_zero(tmp_path: Path) -> None:
 )
 def test_demo_runs_calls_end_to_end_and_exits_cleanly() -> None:
     res = subprocess.run(
-        [*CCGW, "demo", "--seconds", "4", "--rate", "2"],
+        [*CCGW, "demo", "--seconds", "4", "--rate", "1"],
         env=_env(), capture_output=True, text=True, timeout=90,
     )  # fmt: skip
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
@@ -123,4 +123,6 @@ def test_demo_runs_calls_end_to_end_and_exits_cleanly() -> None:
     assert summary.startswith("demo: "), summary
     offered = int(summary.split()[1])
     answered = int(summary.split(",")[1].split()[0])
-    assert offered >= 6 and answered == offered, summary
+    # Four callers reach the sales queue; its two agents (baresip) take at least two.
+    assert offered >= 4 and answered >= 2, summary
+    assert "sales: waiting" in res.stdout
