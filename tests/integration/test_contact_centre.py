@@ -239,3 +239,58 @@ def test_no_agent_logged_in_sends_the_caller_to_voicemail_which_is_fetchable(
     assert wav[:4] == b"RIFF" and len(wav) > 8000
     rec = _interactions(gw)[0]
     assert rec["outcome"] == "voicemail"
+
+
+def test_agent_logs_out_and_in_with_feature_codes_from_the_phone(
+    make_gateway: Callable[..., GatewayThread],
+    baresip_factory: Callable[..., peers.Baresip],
+) -> None:
+    gw = make_gateway("linear")
+    phone = baresip_factory("1002", registrar=gw.sip, password=AGENTS["1002"])
+    phone.start()
+    phone.wait_registered(10)
+
+    def state() -> str:
+        return str(next(a["state"] for a in _api(gw, "/api/agents") if a["extension"] == "1002"))
+
+    assert state() == "available"
+    phone.dial(f"sip:*46@{gw.sip}")  # log out: a beep, "goodbye", and the gateway hangs up
+    phone.wait_event("CALL_CLOSED", 15)
+    assert state() == "logged_out"
+    since = len(phone.events)
+    phone.dial(f"sip:*45@{gw.sip}")
+    phone.wait_event("CALL_CLOSED", 15, since=since)
+    assert state() == "available"
+    rec = _interactions(gw)
+    assert [r["outcome"] for r in rec] == ["feature", "feature"]
+
+
+def test_a_waiting_caller_hears_hold_position_and_wait_prompts_then_music(
+    make_gateway: Callable[..., GatewayThread],
+    sipp_factory: Callable[..., peers.Sipp],
+    rtp_peer_factory: Callable[..., peers.RtpPeer],
+    carrier_port: int,
+) -> None:
+    import numpy as np
+
+    from gateway.cc.prompts import PromptLibrary
+
+    gw = make_gateway("ringall")  # nobody is registered: the caller waits
+    ear = rtp_peer_factory()
+    caller = sipp_factory(
+        "caller_ivr.xml", gw.sip, local_port=carrier_port, service="+864000",
+        keys={"talk_ms": "7000", "d1_ms": "0", "digit1": "-", "d2_ms": "0", "digit2": "-",
+              "audio": "off", "sdp_port": str(ear.port)},
+        timeout=20,
+    )  # fmt: skip
+    assert caller.start().wait(20).ok, caller.result().describe()
+    heard = ear.samples(0).astype(np.float64)
+    assert len(heard) > 5 * 8000, len(heard)  # a steady 50 packets/s while waiting
+    prompts = PromptLibrary()["en"]
+    for pid in ("please_hold", "position_is"):
+        ref = prompts.samples(pid).astype(np.float64)
+        # Normalised cross-correlation: the prompt is in what the caller heard (G.711 round trip).
+        corr = np.correlate(heard, ref, mode="valid")
+        energy = np.sqrt(np.convolve(heard**2, np.ones(len(ref)), mode="valid") * np.sum(ref**2))
+        best = float(np.max(corr / np.maximum(energy, 1e-9)))
+        assert best > 0.9, (pid, best)
