@@ -100,6 +100,7 @@ class SiteGateway:
         self.store = SqliteSiteStore(self._store_path)
         # One writer thread: commits happen off the event loop, in order (the store locks).
         self._writer = ThreadPoolExecutor(1, thread_name_prefix=f"store-{cfg.site.name}")
+        self._notifications: set[asyncio.Task[None]] = set()
         self.relay = MediaRelay(
             host=cfg.media.host or host,
             port_range=(cfg.media.rtp_port_min, cfg.media.rtp_port_max),
@@ -245,6 +246,26 @@ class SiteGateway:
 
     def _write_voicemail(self, meta: dict[str, Any]) -> None:
         self._store_write(self.store.write_voicemail, meta, what=f"voicemail of {meta['call_id']}")
+        if self.cfg.cc.webhook:
+            task = self.loop.create_task(self._notify(self.cfg.cc.webhook, "voicemail", meta))
+            self._notifications.add(task)
+            task.add_done_callback(self._notifications.discard)
+
+    async def _notify(self, url: str, event: str, data: dict[str, Any]) -> None:
+        """POST ``{"event", "site", "data"}`` to the configured webhook (5 s budget, logged)."""
+        import aiohttp
+
+        body = {"event": event, "site": self.cfg.site.name, "data": data}
+        try:
+            timeout = aiohttp.ClientTimeout(total=5.0)
+            async with (
+                aiohttp.ClientSession(timeout=timeout) as session,
+                session.post(url, json=body) as resp,
+            ):
+                if resp.status >= 300:
+                    log.warning("webhook %s answered %d to %s", url, resp.status, event)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("webhook %s failed for %s: %s", url, event, exc)
 
     def _write_cdr(self, rec: CallRecord) -> None:
         try:

@@ -225,7 +225,24 @@ def test_no_agent_logged_in_sends_the_caller_to_voicemail_which_is_fetchable(
     sipp_factory: Callable[..., peers.Sipp],
     carrier_port: int,
 ) -> None:
-    gw = make_gateway("ringall")
+    import http.server
+    import threading
+
+    hooks: list[dict[str, Any]] = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            hooks.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    hook_url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    gw = make_gateway("ringall", extra={"cc": {"webhook": hook_url}})
     for ext in AGENTS:
         _api(gw, f"/api/agents/{ext}/logout", "POST")
     caller = _caller(sipp_factory, gw, carrier_port, talk_ms=6000)  # speaks (a tone) throughout
@@ -239,6 +256,11 @@ def test_no_agent_logged_in_sends_the_caller_to_voicemail_which_is_fetchable(
     assert wav[:4] == b"RIFF" and len(wav) > 8000
     rec = _interactions(gw)[0]
     assert rec["outcome"] == "voicemail"
+    deadline = time.monotonic() + 5
+    while not hooks and time.monotonic() < deadline:
+        time.sleep(0.05)
+    server.shutdown()
+    assert hooks and hooks[0]["event"] == "voicemail" and hooks[0]["data"]["box"] == "support"
 
 
 def test_agent_logs_out_and_in_with_feature_codes_from_the_phone(
