@@ -180,6 +180,7 @@ class SiteGateway:
                 cfg,
                 on_interaction=self._write_interaction,
                 on_voicemail=self._write_voicemail,
+                store=self.store,
             )
             self.b2bua.app = self.cc
             self.cc.start()

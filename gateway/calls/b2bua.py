@@ -119,6 +119,11 @@ class CallApp(Protocol):
         """The caller pressed ``digit`` (RFC 4733 or INFO)."""
         ...
 
+    def on_callback_result(self, call: Call, status: int) -> None:
+        """An originated (agent-first) callback: 200 when the customer answered, else the
+        customer leg's final status (the agent has been hung up on)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class TrunkInfo:
@@ -649,39 +654,179 @@ class B2bua:
     def _send_invite(self, call: Call, uri: SipUri, peer: Peer, label: str) -> Leg:
         assert call.media is not None
         a = call.a
+        mf = a.invite.headers.get("max-forwards")
+        port = call.media.leg("b").local_port
+
+        def body(leg: Leg) -> bytes:
+            return sdp_glue.relay_offer(
+                call.a_sdp, self.relay.host, port, leg.sdp_session_id, leg.next_sdp_version()
+            )
+
+        leg = self._uac_invite(
+            call, "b", uri, peer, label, call.caller, _display_of(a.invite), body,
+            min(70, int(mf) - 1) if mf else 70,
+        )  # fmt: skip
+        call.forks.append(leg)
+        return leg
+
+    def _uac_invite(
+        self,
+        call: Call,
+        role: str,
+        uri: SipUri,
+        peer: Peer,
+        label: str,
+        from_user: str,
+        display: str | None,
+        body: Callable[[Leg], bytes],
+        max_forwards: int = 70,
+    ) -> Leg:
+        """Send an INVITE that starts a leg of ours (a UAC leg) with the SDP ``body(leg)``."""
         call_id = new_call_id(self.host)
         tag = new_tag()
         h = Headers()
         h.add("Via", str(self.via(peer.transport)))
-        mf = a.invite.headers.get("max-forwards")
-        h.add("Max-Forwards", str(min(70, int(mf) - 1)) if mf else "70")
-        from_addr = Address(
-            SipUri("sip", call.caller, self.host), _display_of(a.invite), {"tag": tag}
-        )
-        to_addr = Address(SipUri("sip", uri.user, uri.host, uri.port))
-        h.add("From", str(from_addr))
-        h.add("To", str(to_addr))
+        h.add("Max-Forwards", str(max_forwards))
+        h.add("From", str(Address(SipUri("sip", from_user, self.host), display, {"tag": tag})))
+        h.add("To", str(Address(SipUri("sip", uri.user, uri.host, uri.port))))
         h.add("Call-ID", call_id)
         h.add("CSeq", "1 INVITE")
         h.add("Contact", self.contact(peer.transport))
         h.add("Allow", ALLOW)
         h.add("User-Agent", self.user_agent)
         h.add("Content-Type", "application/sdp")
-        leg = Leg("b", call_id, peer, Request("INVITE", uri, h), tag, label=label)
-        local = call.media.leg("b")
-        leg.invite.body = sdp_glue.relay_offer(
-            call.a_sdp,
-            self.relay.host,
-            local.local_port,
-            leg.sdp_session_id,
-            leg.next_sdp_version(),
-        )
+        leg = Leg(role, call_id, peer, Request("INVITE", uri, h), tag, label=label)
+        leg.invite.body = body(leg)
         txn = self.endpoint.send_request(leg.invite, peer)
         leg.txn_id = txn
-        call.forks.append(leg)
         self.calls[call_id] = call
         self.txns[txn] = (call, leg)
         return leg
+
+    # ------------------------------------------------------------------ agent-first callbacks
+
+    async def originate(
+        self,
+        label: str,
+        agent: str,
+        number: str,
+        trunk: str,
+        ring_timeout: float,
+        caller_id: str | None = None,
+    ) -> Call | None:
+        """Ring ``agent``; once they answer, dial ``number`` through ``trunk`` and bridge the two
+        (an agent-first callback). None when the agent has no phone registered or no media
+        ports are free. The outcome arrives as ``on_offer_failed`` (agent) or
+        ``on_callback_result`` (customer), then ``on_call_ended``."""
+        targets = self.edge.locate(agent)
+        info = self.trunks.get(trunk)
+        if not targets or info is None:
+            return None
+        try:
+            session = await self.relay.open_session(label)
+        except Exception as exc:
+            log.warning("[%s] callback: no media ports: %s", label, exc)
+            return None
+        uri, peer = targets[0]
+        port = session.leg("a").local_port
+
+        def offer(leg: Leg) -> bytes:
+            return sdp_glue.make_offer(
+                self.relay.host, port, leg.sdp_session_id, leg.next_sdp_version()
+            )
+
+        placeholder = Leg("a", label, peer, Request("INVITE", uri), "")
+        call = Call(placeholder, "outbound", agent, number, trunk=trunk, agent=agent)
+        call.state = "originating"
+        call.app = True
+        call.media = session
+        call.destination = f"callback:{number}"
+        call.data["callback"] = label
+        call.data["caller_id"] = caller_id or agent
+        session.on_stall = lambda _s, c=call: self._on_stall(c)
+        self.counters.offered += 1
+        a = self._uac_invite(call, "a", uri, peer, agent, caller_id or number, "Callback", offer)
+        call.a = a
+        a.timer = self.loop.call_later(ring_timeout, self._originate_timeout, call, a)
+        return call
+
+    def _originate_timeout(self, call: Call, leg: Leg) -> None:
+        leg.timer = None
+        if leg.answered or leg.ended or call.state != "originating":
+            return
+        leg.ended = True
+        if leg.txn_id is not None:
+            self.endpoint.cancel(leg.txn_id)
+
+    def _on_originate_response(self, call: Call, leg: Leg, resp: Response) -> None:
+        status = resp.status
+        if status < 200:
+            return
+        assert call.media is not None
+        if status < 300:
+            if leg.dialog is None:
+                leg.dialog = Dialog.from_uac(leg.invite, resp, self.contact(leg.peer.transport))
+            self._send_ack(leg, resp)
+            if leg.answered:
+                return
+            leg.answered = True
+            leg.status = status
+            if leg.timer is not None:
+                leg.timer.cancel()
+                leg.timer = None
+            try:
+                ans = sdp_glue.parse_offer(resp.body)
+            except SipError:
+                self._hangup(
+                    call, None, 488, "Bad SDP Answer", side="b" if leg.role == "b" else "a"
+                )
+                return
+            call.media.set_remote(
+                leg.role, ans.host, ans.port, codec_pt=ans.codec_pt, dtmf_pt=ans.dtmf_pt
+            )
+            if leg.role == "a":
+                # The agent is on the line: now the customer, through the trunk.
+                trunk = self.trunks[call.trunk or ""]
+                tpeer = trunk.peers[0]
+                uri = SipUri("sip", call.callee, tpeer.host, tpeer.port)
+                port = call.media.leg("b").local_port
+
+                def offer(leg: Leg) -> bytes:
+                    return sdp_glue.make_offer(
+                        self.relay.host, port, leg.sdp_session_id, leg.next_sdp_version()
+                    )
+
+                cid = str(call.data.get("caller_id") or call.caller)
+                call.b = self._uac_invite(call, "b", uri, tpeer, call.trunk or "", cid, None, offer)
+                return
+            call.state = "answered"
+            call.answer_wall = time.time()
+            self.counters.answered += 1
+            log.info("[%s] callback connected: %s ↔ %s", call.a.call_id, call.agent, call.callee)
+            if self.app is not None:
+                self.app.on_callback_result(call, 200)
+            return
+        leg.ended = True
+        leg.status = status
+        if leg.timer is not None:
+            leg.timer.cancel()
+            leg.timer = None
+        if (
+            leg.role == "b"
+            and status in (401, 407)
+            and not leg.auth_tried
+            and self._retry_with_auth(call, leg, resp)
+        ):
+            return
+        if leg.role == "a":
+            if self.app is not None:
+                self.app.on_offer_failed(call, leg.label, status)
+            call.cause, call.cause_text, call.hangup_side = status, "Agent Did Not Answer", "a"
+            self._end(call)
+            return
+        if self.app is not None:
+            self.app.on_callback_result(call, status)
+        self._hangup(call, leg, status, "Customer Did Not Answer", side="b")
 
     def _on_no_answer(self, call: Call) -> None:
         call.no_answer = None
@@ -705,7 +850,9 @@ class B2bua:
             return
         call, leg = entry
         method = resp.cseq.method
-        if method == "INVITE" and leg.role == "b" and txn_id == leg.txn_id:
+        if method == "INVITE" and call.state == "originating" and txn_id == leg.txn_id:
+            self._on_originate_response(call, leg, resp)
+        elif method == "INVITE" and leg.role == "b" and txn_id == leg.txn_id:
             self._on_b_invite_response(call, leg, resp)
         elif method == "INVITE" and call.reinvite is not None and call.reinvite[2] == txn_id:
             self._on_reinvite_response(call, leg, resp)
@@ -889,7 +1036,9 @@ class B2bua:
         if entry is None:
             return
         call, leg = entry
-        if method == "INVITE" and leg.role == "b" and txn_id == leg.txn_id:
+        if method == "INVITE" and call.state == "originating" and txn_id == leg.txn_id:
+            self._on_originate_response(call, leg, _synthetic(leg.invite, 408))
+        elif method == "INVITE" and leg.role == "b" and txn_id == leg.txn_id:
             self._on_b_invite_response(call, leg, _synthetic(leg.invite, 408))
         elif method == "INVITE" and call.reinvite is not None and call.reinvite[2] == txn_id:
             self._on_reinvite_response(call, leg, _synthetic(leg.invite, 408))

@@ -100,3 +100,13 @@ def local_answer(
     dtmf = _sdp.telephone_event(offer.audio)
     sdp = _sdp.build_answer(offer, host, port, codec.payload_type, dtmf, session_id, version)
     return bytes(sdp), codec.payload_type, dtmf
+
+
+def make_offer(host: str, port: int, session_id: int = 0, version: int = 0) -> bytes:
+    """Our own offer (a call the gateway starts): PCMU, PCMA and telephone-event at the relay."""
+    return (
+        f"v=0\r\no=ccgw {session_id} {version} IN IP4 {host}\r\ns=ccgw\r\nc=IN IP4 {host}\r\n"
+        f"t=0 0\r\nm=audio {port} RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\n"
+        "a=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\n"
+        "a=ptime:20\r\na=sendrecv\r\n"
+    ).encode()

@@ -110,6 +110,20 @@ class _Contact:
 
 
 @dataclass(slots=True)
+class _Callback:
+    """A callback request waiting in a queue as a virtual entry (``key`` = ``cb-<id>``)."""
+
+    id: int
+    key: str
+    number: str
+    queue: str
+    arrived_at: float
+    attempts: int = 0
+    agent: str | None = None
+    call: Call | None = None
+
+
+@dataclass(slots=True)
 class _Queue:
     cfg: Any  # gateway.config.QueueConfig
     line: WaitingLine
@@ -131,6 +145,7 @@ class ContactCentre:
         *,
         on_interaction: Callable[[Interaction], None] | None = None,
         on_voicemail: Callable[[dict[str, Any]], None] | None = None,
+        store: Any = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.loop = loop
@@ -139,6 +154,10 @@ class ContactCentre:
         self.clock = clock
         self.on_interaction = on_interaction
         self.on_voicemail = on_voicemail
+        self.store = store  # callbacks are kept there (they survive a restart)
+        self.callbacks: dict[str, _Callback] = {}
+        self.max_callback_attempts = 3
+        self.callback_retry_s = 60.0
         cc = cfg.cc
         self.prompts = PromptLibrary(Path(cc.prompts) if cc.prompts else PROMPT_ROOT)
         schedules = parse_schedules(dict(cfg.schedules)) if cfg.schedules else {}
@@ -205,6 +224,18 @@ class ContactCentre:
         now = self.clock()
         for view in self.agents.snapshot():
             self.agents.login(view.extension, now)
+        if self.store is not None:
+            for row in self.store.callbacks("pending"):
+                if row["queue"] in self.queues:
+                    self._queue_callback(
+                        _Callback(
+                            row["id"], f"cb-{row['id']}", row["number"], row["queue"],
+                            row["arrived_ts"], row["attempts"],
+                        ),
+                        now,
+                    )  # fmt: skip
+            if self.callbacks:
+                log.info("%d pending callback(s) back in their queues", len(self.callbacks))
         self._task = self.loop.create_task(self._housekeeping())
 
     async def stop(self) -> None:
@@ -290,6 +321,10 @@ class ContactCentre:
 
     def on_offer_failed(self, call: Call, agent: str, status: int) -> None:
         """An offer ended unanswered: the agent is freed (or auto-paused), the call waits on."""
+        cb_key = call.data.get("callback")
+        if isinstance(cb_key, str):
+            self._callback_agent_failed(cb_key, agent)
+            return
         contact = self.contacts.get(call.a.call_id)
         if contact is None:
             return
@@ -305,6 +340,10 @@ class ContactCentre:
 
     def on_call_ended(self, call: Call) -> None:
         """Either side hung up: abandon or wrap-up, and the interaction record."""
+        cb_key = call.data.get("callback")
+        if isinstance(cb_key, str):
+            self._callback_ended(cb_key, call)
+            return
         contact = self.contacts.pop(call.a.call_id, None)
         if contact is None or contact.ended:
             return
@@ -434,7 +473,9 @@ class ContactCentre:
             contact.ringing.add(action.extension)
             if not self.b2bua.offer(contact.call, action.extension, 20.0):
                 self._voicemail(contact, action.extension)
-        elif isinstance(action, CallbackAction | TransferAction):
+        elif isinstance(action, CallbackAction):
+            self._request_callback(contact, action.number, action.queue or contact.queue)
+        elif isinstance(action, TransferAction):
             log.info("[%s] %s is not available yet: voicemail", contact.call.a.call_id, action)
             self._voicemail(contact, "general")
 
@@ -549,7 +590,7 @@ class ContactCentre:
         agents = self.agents.snapshot()
         registered = {a.extension for a in agents if self.b2bua.edge.locate(a.extension)}
         exclude = frozenset(a.extension for a in agents) - registered
-        work = [(q.line, q.policy, q.state) for q in self.queues.values() if q.line.live_count()]
+        work = [(q.line, q.policy, q.state) for q in self.queues.values() if len(q.line)]
         if not work:
             return
         offers = dispatch_all(work, agents, now, exclude=exclude)
@@ -559,6 +600,9 @@ class ContactCentre:
             q.state = q.state.after(offers, q.cfg.name)
 
     def _make_offer(self, offer: Offer, now: float) -> None:
+        if offer.virtual:
+            self._offer_callback(offer, now)
+            return
         contact = self.contacts.get(offer.call_id)
         if contact is None:
             return
@@ -637,6 +681,166 @@ class ContactCentre:
         pset = self.prompts[contact.lang]
         player.play(Clip(BEEP) if ok else Clip(pset.samples("invalid")))
         player.play(Clip(pset.samples("goodbye")), lambda: self.b2bua.hangup_call(contact.call))
+
+    # ------------------------------------------------------------------ callbacks
+
+    def _request_callback(self, contact: _Contact, number: str, queue: str | None) -> None:
+        """The caller leaves a number and keeps their place: a virtual entry in the queue."""
+        name = queue if queue in self.queues else next(iter(self.queues), None)
+        if name is None or self.store is None:
+            self._voicemail(contact, "general")
+            return
+        now = self.clock()
+        call_id = contact.call.a.call_id
+        if contact.queue is not None:  # leaving the live queue for the virtual entry
+            q = self.queues[contact.queue]
+            try:
+                q.line.remove(call_id)
+                q.figures.record_exit(call_id, now, Exit.CALLBACK)
+            except (NotQueued, KeyError):
+                pass
+            contact.queue = None
+        row = {
+            "number": number,
+            "queue": name,
+            "call_id": call_id,
+            "caller": contact.call.caller,
+            "arrived_ts": contact.record.arrived_at,
+            "requested_ts": now,
+            "not_before": now,
+        }
+        cb_id = self.store.add_callback(row)
+        self._queue_callback(
+            _Callback(cb_id, f"cb-{cb_id}", number, name, contact.record.arrived_at), now
+        )
+        contact.record.outcome = "callback"
+        log.info("[%s] callback %d to %s queued in %s", call_id, cb_id, number, name)
+        player = self._player(contact)
+        if player is not None:
+            pset = self.prompts[contact.lang]
+            player.stop_playback()
+            player.play(Clip(pset.samples("callback_done")))
+            player.play(Clip(pset.samples("goodbye")), lambda: self.b2bua.hangup_call(contact.call))
+        else:
+            self.b2bua.hangup_call(contact.call)
+        self.dispatch()
+
+    def _queue_callback(self, cb: _Callback, now: float) -> None:
+        q = self.queues[cb.queue]
+        entry = QueueEntry(cb.key, arrived_at=cb.arrived_at, virtual=True)
+        q.line.join(entry, now)
+        self.callbacks[cb.key] = cb
+
+    def _offer_callback(self, offer: Offer, now: float) -> None:
+        """Agent first: ring the agent; once they answer, dial the customer (RFC-free practice
+        of every outbound dialler: the customer never waits for an agent)."""
+        cb = self.callbacks.get(offer.call_id)
+        trunk = self.cfg.dialplan.outbound_trunk
+        if cb is None or cb.call is not None or not offer.agents or trunk is None:
+            return
+        agent = offer.agents[0]
+        q = self.queues[offer.queue]
+        ring = float(q.cfg.ring_timeout)
+        if not self._agent_input(self.agents.offer, agent, cb.key, now, ring):
+            return
+        q.line.mark_offered(cb.key, [agent])
+        cb.agent = agent
+        trunk_cfg = self.cfg.trunk(trunk)
+        caller_id = next(iter(trunk_cfg.dids), None) if trunk_cfg is not None else None
+
+        async def go() -> None:
+            call = await self.b2bua.originate(cb.key, agent, cb.number, trunk, ring, caller_id)
+            if call is None:
+                self._agent_input(self.agents.leg_failed, agent, self.clock(), cb.key)
+                try:
+                    q.line.offer_failed(cb.key, agent, self.clock())
+                except NotQueued:
+                    pass
+                return
+            cb.call = call
+
+        self.loop.create_task(go())
+
+    def _callback_agent_failed(self, key: str, agent: str) -> None:
+        cb = self.callbacks.get(key)
+        if cb is None:
+            return
+        now = self.clock()
+        cb.call = None
+        self._agent_input(self.agents.no_answer, agent, key, now)
+        try:
+            self.queues[cb.queue].line.offer_failed(key, agent, now)
+        except NotQueued:
+            pass
+        self.loop.call_soon(self.dispatch)
+
+    def on_callback_result(self, call: Call, status: int) -> None:
+        """The customer answered (200) or not; the callback leaves the queue either way."""
+        key = call.data.get("callback")
+        cb = self.callbacks.get(key) if isinstance(key, str) else None
+        if cb is None:
+            return
+        now = self.clock()
+        q = self.queues[cb.queue]
+        agent = cb.agent or ""
+        cb.attempts += 1
+        if status == 200:
+            self._agent_input(self.agents.answer, agent, cb.key, now)
+            try:
+                q.line.remove(cb.key)
+                q.figures.record_exit(cb.key, now, Exit.CALLBACK)
+            except (NotQueued, KeyError):
+                pass
+            if self.store is not None:
+                self.store.update_callback(
+                    cb.id, status="connected", attempts=cb.attempts, agent=agent,
+                    last_status=200, done_ts=now,
+                )  # fmt: skip
+            return
+        # The agent answered, the customer did not: free the agent, try again later.
+        self._agent_input(self.agents.answer, agent, cb.key, now)
+        self._agent_input(self.agents.hangup, agent, cb.key, now, 0.0)
+        try:
+            q.line.remove(cb.key)
+        except NotQueued:
+            pass
+        del self.callbacks[cb.key]
+        failed = cb.attempts >= self.max_callback_attempts
+        if self.store is not None:
+            self.store.update_callback(
+                cb.id,
+                status="failed" if failed else "pending",
+                attempts=cb.attempts,
+                last_status=status,
+                not_before=now + self.callback_retry_s,
+                **({"done_ts": now} if failed else {}),
+            )
+        if not failed:
+            retry = _Callback(cb.id, cb.key, cb.number, cb.queue, cb.arrived_at, cb.attempts)
+            self.loop.call_later(self.callback_retry_s, self._queue_callback_later, retry)
+        log.info("callback %d to %s: %d (attempt %d)", cb.id, cb.number, status, cb.attempts)
+
+    def _queue_callback_later(self, cb: _Callback) -> None:
+        self._queue_callback(cb, self.clock())
+        self.dispatch()
+
+    def _callback_ended(self, key: str, call: Call) -> None:
+        cb = self.callbacks.get(key)
+        if cb is None:
+            return  # done, or failed and waiting for its retry
+        if call.answer_wall is None:
+            cb.call = None  # the agent never answered: it waits on in the queue
+        else:
+            del self.callbacks[key]
+            now = self.clock()
+            q = self.queues[cb.queue]
+            wrapup = float(q.cfg.wrapup)
+            if cb.agent:
+                self._agent_input(self.agents.hangup, cb.agent, cb.key, now, wrapup)
+            talk = max(0.0, now - call.answer_wall)
+            q.figures.record_handled(talk, wrapup, now)
+            q.estimator.record_handled(now, talk + wrapup)
+        self.loop.call_soon(self.dispatch)
 
     # ------------------------------------------------------------------ voicemail
 

@@ -186,6 +186,35 @@ class SqliteSiteStore:
         args.append(limit)
         return self._dicts(sql, args)
 
+    def add_callback(self, row: dict[str, Any]) -> int:
+        """Store a callback request (and its outbox entry); returns its id."""
+        cols = ["number", "queue", "call_id", "caller", "arrived_ts", "requested_ts", "not_before"]
+        sql = f"INSERT INTO callbacks ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+        with self.transaction() as conn:
+            cur = conn.execute(sql, [row[c] for c in cols])
+            assert cur.lastrowid is not None
+            self.append_outbox(conn, "callback", {**row, "id": cur.lastrowid, "status": "pending"})
+        return cur.lastrowid
+
+    def update_callback(self, cb_id: int, **changes: Any) -> None:
+        """Change a callback's status, attempts, agent ... (with an outbox entry)."""
+        allowed = {"status", "attempts", "agent", "last_status", "done_ts", "not_before"}
+        bad = set(changes) - allowed
+        if bad:
+            raise ValueError(f"cannot change {sorted(bad)} of a callback")
+        sets = ", ".join(f"{k} = ?" for k in changes)
+        with self.transaction() as conn:
+            conn.execute(f"UPDATE callbacks SET {sets} WHERE id = ?", [*changes.values(), cb_id])
+            self.append_outbox(conn, "callback", {"id": cb_id, **changes})
+
+    def callbacks(self, status: str | None = "pending") -> list[dict[str, Any]]:
+        """Callback requests (pending ones by default), oldest arrival first."""
+        if status is None:
+            return self._dicts("SELECT * FROM callbacks ORDER BY arrived_ts", [])
+        return self._dicts(
+            "SELECT * FROM callbacks WHERE status = ? ORDER BY arrived_ts", [status]
+        )
+
     def interactions(self, limit: int = 100) -> list[dict[str, Any]]:
         """Interaction records, newest first."""
         rows = self._dicts("SELECT * FROM interactions ORDER BY id DESC LIMIT ?", [limit])

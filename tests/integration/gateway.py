@@ -174,7 +174,13 @@ TEST_IVR: dict[str, Any] = {
             "menu": {
                 "kind": "menu",
                 "prompts": ["menu_main"],
-                "options": {"1": "sales", "2": "support", "3": "vip", "7": "message"},
+                "options": {
+                    "1": "sales",
+                    "2": "support",
+                    "3": "vip",
+                    "7": "message",
+                    "9": "call_me",
+                },
                 "tries": 2,
                 "timeout": 4,
                 "fallback": "support",
@@ -183,6 +189,7 @@ TEST_IVR: dict[str, Any] = {
             "support": {"kind": "queue", "queue": "support"},
             "vip": {"kind": "queue", "queue": "support", "priority": 10},
             "message": {"kind": "voicemail", "box": "sales"},
+            "call_me": {"kind": "callback", "queue": "support"},
         }
     },
 }

@@ -316,3 +316,53 @@ def test_a_waiting_caller_hears_hold_position_and_wait_prompts_then_music(
         energy = np.sqrt(np.convolve(heard**2, np.ones(len(ref)), mode="valid") * np.sum(ref**2))
         best = float(np.max(corr / np.maximum(energy, 1e-9)))
         assert best > 0.9, (pid, best)
+
+
+def _pending(gw: GatewayThread) -> list[dict[str, Any]]:
+    return gw.call(lambda: gw.gw.store.callbacks(None))
+
+
+def test_callback_keeps_its_place_survives_a_restart_and_is_placed_agent_first(
+    tmp_path: Path,
+    sipp_factory: Callable[..., peers.Sipp],
+    baresip_factory: Callable[..., peers.Baresip],
+    carrier_port: int,
+) -> None:
+    cfg = site_config(
+        ("127.0.0.1", carrier_port), tmp_path / "site.db",
+        queues=_queues("linear", members=["1001"]), ivr=TEST_IVR,
+    )  # fmt: skip
+    # 1. Nobody is free: the caller presses 9, leaves their number (their own) and hangs up.
+    with GatewayThread(cfg) as gw:
+        _api(gw, "/api/agents/1001/pause", "POST")
+        caller = _caller(
+            sipp_factory, gw, carrier_port, "+865000", talk_ms=6000, digits=((1500, "9"), (0, "-"))
+        )
+        caller.start().wait(20)  # the gateway hangs up after "we will call you back"
+        gw.wait_for(lambda: len(gw.gw.cc.callbacks) == 1, 10, "the callback request")
+        rows = _pending(gw)
+        assert [r["status"] for r in rows] == ["pending"] and rows[0]["number"] == "+8613800138000"
+    # 2. The gateway restarts: the request is back in its queue, in its original place.
+    with GatewayThread(cfg) as gw:
+        assert gw.call(lambda: len(gw.gw.cc.callbacks)) == 1
+        line = gw.gw.cc.queues["support"].line
+        assert gw.call(lambda: [e.virtual for e in line.entries()]) == [True]
+        # 3. An agent becomes free: their phone rings first, then the customer is dialled.
+        carrier = sipp_factory("carrier_uas.xml", local_port=carrier_port, timeout=30).start()
+        phone = baresip_factory("1001", registrar=gw.sip, password=AGENTS["1001"])
+        phone.start()
+        phone.wait_registered(10)
+        gw.wait_for(lambda: bool(gw.gw.edge.locate("1001")), 5, "the registration")
+        gw.call(gw.gw.cc.dispatch)
+        phone.wait_event("CALL_ESTABLISHED", 10)
+        gw.wait_for(
+            lambda: gw.gw.store.callbacks(None)[0]["status"] == "connected", 10, "the customer"
+        )
+        time.sleep(1.0)
+        phone.hangup()
+        result = carrier.wait(15)
+        assert result.ok, result.describe()
+        assert any("DIALLED +8613800138000" in line for line in result.log_lines)
+        row = _pending(gw)[0]
+        assert row["agent"] == "1001" and row["attempts"] == 1
+        assert gw.call(lambda: line.live_count()) == 0
