@@ -366,3 +366,35 @@ def test_callback_keeps_its_place_survives_a_restart_and_is_placed_agent_first(
         row = _pending(gw)[0]
         assert row["agent"] == "1001" and row["attempts"] == 1
         assert gw.call(lambda: line.live_count()) == 0
+
+
+def test_an_agent_whose_phone_dies_while_ringing_is_not_left_stuck(
+    make_gateway: Callable[..., GatewayThread],
+    sipp_factory: Callable[..., peers.Sipp],
+    baresip_factory: Callable[..., peers.Baresip],
+    carrier_port: int,
+) -> None:
+    gw = make_gateway("linear", queue={"members": ["1001"]})
+    phone = baresip_factory("1001", registrar=gw.sip, password=AGENTS["1001"], answermode="manual")
+    phone.start()
+    phone.wait_registered(10)
+    caller = _caller(sipp_factory, gw, carrier_port, talk_ms=30000)
+    caller.start()
+    phone.wait_event("CALL_INCOMING", 10)
+    phone.kill(grace=0)  # the phone dies while it rings
+
+    def agent() -> dict[str, Any]:
+        return next(a for a in _api(gw, "/api/agents") if a["extension"] == "1001")
+
+    assert agent()["state"] == "ringing"
+    deadline = time.monotonic() + 8  # the queue's ring timeout is 3 s
+    while agent()["state"] == "ringing" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    state = agent()
+    # Free again (or, after repeated unanswered offers, paused with the reason): never stuck.
+    assert state["call_id"] is None, state
+    assert state["state"] == "available" or (
+        state["state"] == "paused" and state["pause_reason"] == "no-answer"
+    ), state
+    assert gw.call(lambda: gw.gw.cc.queues["support"].line.live_count()) == 1  # still waiting
+    caller.stop()
