@@ -211,9 +211,7 @@ class SqliteSiteStore:
         """Callback requests (pending ones by default), oldest arrival first."""
         if status is None:
             return self._dicts("SELECT * FROM callbacks ORDER BY arrived_ts", [])
-        return self._dicts(
-            "SELECT * FROM callbacks WHERE status = ? ORDER BY arrived_ts", [status]
-        )
+        return self._dicts("SELECT * FROM callbacks WHERE status = ? ORDER BY arrived_ts", [status])
 
     def interactions(self, limit: int = 100) -> list[dict[str, Any]]:
         """Interaction records, newest first."""
