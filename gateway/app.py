@@ -91,12 +91,23 @@ class SiteGateway:
         self.endpoint = SipEndpoint(loop, TimerConfig(T1=cfg.sip.T1, T2=cfg.sip.T2, T4=cfg.sip.T4))
         ep = self.endpoint
         host = cfg.sip.listen
-        self.udp = await UdpTransport.bind(loop, host, self._sip_port, ep.datagram_received)
-        ep.transports["UDP"] = self.udp
-        self.sip_port = self.udp.local[1]
-        if "tcp" in cfg.sip.transports:
-            self.tcp = await TcpTransport.bind(loop, host, self.sip_port, ep.datagram_received)
+        # UDP and TCP share one port. With port 0 (any), the port the kernel picks for UDP may
+        # be taken for TCP: pick again.
+        for attempt in range(20):
+            self.udp = await UdpTransport.bind(loop, host, self._sip_port, ep.datagram_received)
+            self.sip_port = self.udp.local[1]
+            if "tcp" not in cfg.sip.transports:
+                break
+            try:
+                self.tcp = await TcpTransport.bind(loop, host, self.sip_port, ep.datagram_received)
+            except OSError:
+                self.udp.close()
+                if self._sip_port != 0 or attempt == 19:
+                    raise
+                continue
             ep.transports["TCP"] = self.tcp
+            break
+        ep.transports["UDP"] = self.udp
         self.store = SqliteSiteStore(self._store_path)
         # One writer thread: commits happen off the event loop, in order (the store locks).
         self._writer = ThreadPoolExecutor(1, thread_name_prefix=f"store-{cfg.site.name}")
