@@ -14,7 +14,7 @@ import wave
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -184,6 +184,10 @@ class Playlist:
         return pcm
 
 
+_ENCODED: dict[tuple[int, bytes], bytes] = {}
+_ENCODED_MAX = 20_000  # distinct 20 ms frames kept encoded (~6 MB): all prompts and the music
+
+
 class Packetizer:
     """PCM frames → RTP packets for one stream (RFC 3550 §5.1): own SSRC, sequence, timestamp."""
 
@@ -204,7 +208,14 @@ class Packetizer:
         header = _HEADER.pack(0x80, b1, self.seq, self.timestamp, self.ssrc)
         self.seq = (self.seq + 1) & 0xFFFF
         self.timestamp = (self.timestamp + len(frame)) & 0xFFFFFFFF
-        return header + self._encode(frame).tobytes()
+        # Prompts and music repeat for every caller: encode each distinct frame once.
+        key = (self.payload_type, frame.tobytes())
+        payload = _ENCODED.get(key)
+        if payload is None:
+            if len(_ENCODED) >= _ENCODED_MAX:
+                _ENCODED.clear()
+            payload = _ENCODED[key] = self._encode(frame).tobytes()
+        return header + payload
 
     def skip(self, samples: int) -> None:
         """Advance the clock without sending (silence suppressed); the next packet is marked."""
@@ -212,8 +223,56 @@ class Packetizer:
         self._marker = True
 
 
+class _Ticker:
+    """One 20 ms clock per event loop for every :class:`Player` on it (one timer, not one per
+    caller: 200 callers on hold are 10,000 packets/s)."""
+
+    _by_loop: ClassVar[dict[int, _Ticker]] = {}
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.players: dict[int, Player] = {}
+        self._handle: asyncio.TimerHandle | None = None
+        self._next = 0.0
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop) -> _Ticker:
+        ticker = cls._by_loop.get(id(loop))
+        if ticker is None or ticker.loop is not loop:
+            ticker = cls._by_loop[id(loop)] = cls(loop)
+        return ticker
+
+    def add(self, player: Player) -> None:
+        self.players[id(player)] = player
+        if self._handle is None:
+            self._next = self.loop.time() + PTIME  # the player sent its first packet itself
+            self._handle = self.loop.call_at(self._next, self._tick)
+
+    def remove(self, player: Player) -> None:
+        self.players.pop(id(player), None)
+        if not self.players and self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+            _Ticker._by_loop.pop(id(self.loop), None)
+
+    def _tick(self) -> None:
+        self._handle = None
+        for player in list(self.players.values()):
+            player.step()
+        if not self.players:
+            _Ticker._by_loop.pop(id(self.loop), None)
+            return
+        # Against the ideal clock, not "now + 20 ms": no drift over a long wait.
+        self._next += PTIME
+        now = self.loop.time()
+        if self._next < now - 0.2:  # the loop stalled: resynchronise instead of bursting
+            self._next = now
+        self._handle = self.loop.call_at(self._next, self._tick)
+
+
 class Player:
-    """Sends a :class:`Playlist` as paced RTP through ``send`` (asyncio, one timer per 20 ms)."""
+    """Sends a :class:`Playlist` as paced RTP through ``send`` (asyncio; all players on a loop
+    share one 20 ms clock)."""
 
     def __init__(
         self,
@@ -229,15 +288,15 @@ class Player:
         self.playlist = Playlist()
         self.send_silence = send_silence  # keep NATs and stall detectors happy between prompts
         self.packets_sent = 0
-        self._handle: asyncio.TimerHandle | None = None
-        self._next = 0.0
+        self._running = False
         self._silence = np.zeros(FRAME, dtype=np.int16)
 
     def start(self) -> None:
         """Begin the 20 ms clock."""
-        if self._handle is None:
-            self._next = self.loop.time()
-            self._tick()
+        if not self._running:
+            self._running = True
+            self.step()  # the first packet at once
+            _Ticker.of(self.loop).add(self)
 
     def play(
         self, source: Source, on_done: Callable[[], None] | None = None, *, interrupt: bool = False
@@ -254,12 +313,13 @@ class Player:
 
     def close(self) -> None:
         """Stop the clock for good."""
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
+        if self._running:
+            self._running = False
+            _Ticker.of(self.loop).remove(self)
         self.playlist.clear()
 
-    def _tick(self) -> None:
+    def step(self) -> None:
+        """Send the next 20 ms (the shared clock calls this)."""
         frame = self.playlist.read(FRAME)
         if frame is not None:
             self.send(self.packetizer.packet(frame))
@@ -269,9 +329,3 @@ class Player:
             self.packets_sent += 1
         else:
             self.packetizer.skip(FRAME)
-        # Schedule against the ideal clock, not "now + 20 ms": no drift over a long wait.
-        self._next += PTIME
-        now = self.loop.time()
-        if self._next < now - 0.2:  # the loop stalled: resynchronise instead of bursting
-            self._next = now
-        self._handle = self.loop.call_at(self._next, self._tick)
