@@ -11,6 +11,9 @@ With ``engine="native"`` (the default ``"auto"`` picks it where :mod:`gateway.me
 built) the RTP sockets belong to a native worker thread that does the same per-packet work without
 the GIL; this module then keeps the control plane: configuration, RTCP, DTMF detection (fed from
 the worker's telephone-event records), stall detection and the counters, read from the worker.
+
+The socket pairs of finished calls go to a bounded pool and serve the next calls (drained of what
+the old peer sent; a new session latches afresh), so a call set-up binds nothing in steady state.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import logging
 import socket
 import struct
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -77,6 +81,7 @@ class RelayLeg:
         "out_media_octets",
         "packets_in",
         "packets_out",
+        "ports",
         "refresh",
         "remote",
         "rtcp_in",
@@ -130,6 +135,7 @@ class RelayLeg:
         self.send_errors = 0
         # Native engine: reads the worker's counters into these attributes.
         self.refresh: Callable[[], None] | None = None
+        self.ports: _BoundPair | None = None  # the sockets, back to the relay's pool at close
 
     @property
     def latched(self) -> bool:
@@ -281,6 +287,73 @@ def _address(host: str, port: int) -> Address | None:
     if port == 0 or host in ("0.0.0.0", "::"):
         return None
     return (host, port)
+
+
+class _Discard(asyncio.DatagramProtocol):
+    """The protocol of a pooled transport: what arrives between two calls is dropped."""
+
+    __slots__ = ()
+
+
+_DISCARD = _Discard()
+_DRAIN_MAX = 4096
+
+
+class _BoundPair:
+    """One leg's bound sockets, reused across calls: RTP on an even port, RTCP on the one above.
+
+    ``rtp`` is None with the native engine (the worker gets a duplicate of ``rtp_sock``); the
+    socket objects stay referenced with the python engine too, to drain them without a wrapper
+    (a transport created with ``sock=`` closes that same object)."""
+
+    __slots__ = ("port", "rtcp", "rtcp_sock", "rtp", "rtp_sock")
+
+    def __init__(
+        self,
+        port: int,
+        rtp: asyncio.DatagramTransport | None,
+        rtp_sock: socket.socket,
+        rtcp: asyncio.DatagramTransport,
+        rtcp_sock: socket.socket,
+    ) -> None:
+        self.port = port
+        self.rtp = rtp
+        self.rtp_sock = rtp_sock
+        self.rtcp = rtcp
+        self.rtcp_sock = rtcp_sock
+
+    def usable(self) -> bool:
+        if self.rtcp.is_closing() or (self.rtp is not None and self.rtp.is_closing()):
+            return False
+        return self.rtp_sock.fileno() >= 0 and self.rtcp_sock.fileno() >= 0
+
+    def attach(self, session: RelaySession, leg: RelayLeg) -> None:
+        if self.rtp is not None:
+            self.rtp.set_protocol(_RtpProtocol(session, leg))
+        self.rtcp.set_protocol(_RtcpProtocol(session, leg))
+
+    def detach(self) -> None:
+        if self.rtp is not None:
+            self.rtp.set_protocol(_DISCARD)
+        self.rtcp.set_protocol(_DISCARD)
+
+    def drain(self) -> None:
+        # Read and drop what is queued, so nothing the last call's peer sent reaches the next
+        # call: the native RTP socket is read by nobody while pooled, and a transport's queue
+        # may hold what arrived since the loop last polled it.
+        for sock in (self.rtp_sock, self.rtcp_sock):
+            try:
+                for _ in range(_DRAIN_MAX):
+                    sock.recv(1)  # a datagram is consumed whole whatever the buffer size
+            except OSError:  # BlockingIOError: the queue is empty
+                pass
+
+    def close(self) -> None:
+        if self.rtp is not None:
+            self.rtp.close()
+        else:
+            self.rtp_sock.close()
+        self.rtcp.close()
 
 
 class RelaySession:
@@ -491,7 +564,8 @@ class RelaySession:
         }
 
     def close(self) -> None:
-        """Close the four sockets and give the ports back; idempotent."""
+        """Give the four sockets back to the relay (its pool keeps them for the next call, or
+        closes them and frees the ports); idempotent."""
         if self.closed:
             return
         self.closed = True
@@ -504,11 +578,6 @@ class RelaySession:
                     leg._apply(snap)
             for leg in self._legs.values():
                 leg.refresh = None
-        for leg in self._legs.values():
-            for transport in (leg.rtp_transport, leg.rtcp_transport):
-                if transport is not None:
-                    transport.close()
-            leg.rtp_transport = leg.rtcp_transport = None
         self.relay._forget(self)
 
     def __repr__(self) -> str:
@@ -526,7 +595,9 @@ class MediaRelay:
     :mod:`gateway.media.fastpath` worker thread; ValueError where it is not built) or ``"auto"``
     (native when available); :attr:`engine` tells which one runs. ``coalesce_us`` (native only,
     0-5000 µs, default 100) bounds the pause the worker takes after a busy round so that one
-    wake-up serves many packets (see :class:`gateway.media.fastpath.Engine`).
+    wake-up serves many packets (see :class:`gateway.media.fastpath.Engine`). ``pool_size``
+    (default 128, 0 to disable) is how many RTP/RTCP socket pairs of finished calls stay bound
+    for the next calls instead of being closed (their ports stay taken meanwhile).
     """
 
     def __init__(
@@ -540,6 +611,7 @@ class MediaRelay:
         bind_attempts: int = 64,
         engine: str = "auto",
         coalesce_us: int = 100,
+        pool_size: int = 128,
     ) -> None:
         if engine not in ENGINES:
             raise ValueError(f"relay engine must be one of {', '.join(ENGINES)}, not {engine!r}")
@@ -549,6 +621,11 @@ class MediaRelay:
         if not 0 <= coalesce_us <= 5000:
             raise ValueError(f"coalesce_us must be 0-5000, not {coalesce_us}")
         self.coalesce_us = coalesce_us
+        if pool_size < 0:
+            raise ValueError(f"pool_size must be >= 0, not {pool_size}")
+        self.pool_size = pool_size
+        self._pool: deque[_BoundPair] = deque()
+        self._bind_to: tuple[int, str] | None = None  # (family, address literal)
         self.host = host
         self.ports = PortAllocator(*port_range)
         self.stall_timeout = stall_timeout
@@ -591,79 +668,131 @@ class MediaRelay:
         return out
 
     async def open_session(self, call_id: str) -> RelaySession:
-        """Bind two RTP/RTCP socket pairs for a call; :class:`PortsExhausted` (503) when the
-        range is used up or no free pair can be bound. ValueError if the call has one already."""
+        """Two RTP/RTCP socket pairs for a call, from the pool or newly bound;
+        :class:`PortsExhausted` (503) when the range is used up or no free pair can be bound.
+        ValueError if the call has one already."""
         if call_id in self._sessions:
             raise ValueError(f"relay session for {call_id} is already open")
         loop = asyncio.get_running_loop()
         native = self.engine == "native"
-        bound: list[tuple[int, _RtpEnd, asyncio.DatagramTransport]] = []
+        taken: list[_BoundPair] = []
         session = RelaySession(self, call_id, (0, 0), self.stall_timeout)
         try:
             for name in LEGS:
                 leg = session.leg(name)
-                rtp: _RtpEnd
-                if native:
-                    port, rtp, rtcp = await self._bind_native_pair(loop, session, leg)
-                else:
-                    port, rtp, rtcp = await self._bind_pair(loop, session, leg)
-                bound.append((port, rtp, rtcp))
-                leg.local_port = port
-                if not isinstance(rtp, socket.socket):
-                    leg.rtp_transport = rtp
-                leg.rtcp_transport = rtcp
+                bound = await self._acquire(loop)
+                taken.append(bound)
+                leg.ports = bound
+                leg.local_port = bound.port
+                leg.rtp_transport = bound.rtp
+                leg.rtcp_transport = bound.rtcp
             if native:
                 engine = self._native_engine(loop)
-                sock_a, sock_b = bound[0][1], bound[1][1]
-                assert isinstance(sock_a, socket.socket) and isinstance(sock_b, socket.socket)
-                pair = engine.add_pair(sock_a, sock_b)  # owns (and closes) them from now on
+                sock_a, sock_b = taken[0].rtp_sock, taken[1].rtp_sock
+                # The worker owns (and closes at remove) duplicates of the descriptors, so the
+                # sockets themselves stay bound for the pool.
+                pair = engine.add_pair(sock_a.dup(), sock_b.dup())
                 session._attach(pair)
                 self._native_sessions[pair] = session
         except BaseException:
-            for port, end, rtcp in bound:
-                end.close()  # a detached socket.socket's close() is a no-op
-                rtcp.close()
-                self.ports.release(port)
+            for bound in taken:
+                bound.close()
+                self.ports.release(bound.port)
+            for leg in session._legs.values():
+                leg.ports = leg.rtp_transport = leg.rtcp_transport = None
             raise
+        for bound, leg in zip(taken, session._legs.values(), strict=True):
+            bound.attach(session, leg)
         self._sessions[call_id] = session
         self._opened += 1
         if self._timer is None or self._timer.done():
             self._timer = loop.create_task(self._housekeeping())
         return session
 
-    async def _bind_pair(
-        self, loop: asyncio.AbstractEventLoop, session: RelaySession, leg: RelayLeg
-    ) -> tuple[int, asyncio.DatagramTransport, asyncio.DatagramTransport]:
+    @property
+    def pooled(self) -> int:
+        """Idle RTP/RTCP socket pairs kept bound for the next calls."""
+        return len(self._pool)
+
+    async def _acquire(self, loop: asyncio.AbstractEventLoop) -> _BoundPair:
+        # Binding four sockets per call costs more than the rest of the set-up's media work:
+        # reuse the pairs of finished calls, oldest first, drained of what their last peer sent.
+        pool = self._pool
+        while pool:
+            bound = pool.popleft()
+            if bound.usable():
+                bound.drain()
+                return bound
+            bound.close()
+            self.ports.release(bound.port)
+        return await self._bind_pair(loop)
+
+    def _release(self, bound: _BoundPair) -> None:
+        bound.detach()
+        if len(self._pool) < self.pool_size and bound.usable():
+            self._pool.append(bound)
+        else:
+            bound.close()
+            self.ports.release(bound.port)
+
+    async def _resolve(self, loop: asyncio.AbstractEventLoop) -> tuple[int, str]:
+        # The relay's address family and literal, looked up once (a hostname goes through DNS).
+        if self._bind_to is None:
+            try:
+                ip = ipaddress.ip_address(self.host)
+            except ValueError:
+                infos = await loop.getaddrinfo(self.host, 0, type=socket.SOCK_DGRAM)
+                family, _t, _p, _c, sockaddr = infos[0]
+                self._bind_to = (int(family), str(sockaddr[0]))
+            else:
+                family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+                self._bind_to = (int(family), ip.compressed)
+        return self._bind_to
+
+    def _socket(self, family: int, host: str, port: int) -> socket.socket:
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            sock.bind((host, port))
+            if self.socket_buffer:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.socket_buffer)
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.socket_buffer)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    async def _bind_pair(self, loop: asyncio.AbstractEventLoop) -> _BoundPair:
+        # RTP on an even port, RTCP on the one above (RFC 3550 §11). With the native engine the
+        # RTP socket stays a plain socket for the worker; RTCP is always an asyncio transport.
+        family, host = await self._resolve(loop)
+        native = self.engine == "native"
         last_error: OSError | None = None
         for _ in range(self.bind_attempts):
             port = self.ports.allocate()
+            rtp_sock: socket.socket | None = None
+            rtcp_sock: socket.socket | None = None
             rtp: asyncio.DatagramTransport | None = None
             try:
-                rtp, _p = await loop.create_datagram_endpoint(
-                    lambda: _RtpProtocol(session, leg), local_addr=(self.host, port)
-                )
-                rtcp, _q = await loop.create_datagram_endpoint(
-                    lambda: _RtcpProtocol(session, leg), local_addr=(self.host, port + 1)
-                )
-            except OSError as e:  # taken by another process: try the next pair
+                rtp_sock = self._socket(family, host, port)
+                rtcp_sock = self._socket(family, host, port + 1)
+                if not native:
+                    rtp, _p = await loop.create_datagram_endpoint(_Discard, sock=rtp_sock)
+                rtcp, _q = await loop.create_datagram_endpoint(_Discard, sock=rtcp_sock)
+            except BaseException as e:
                 if rtp is not None:
                     rtp.close()
+                elif rtp_sock is not None:
+                    rtp_sock.close()
+                if rtcp_sock is not None:
+                    rtcp_sock.close()
                 self.ports.release(port)
-                last_error = e
+                if not isinstance(e, OSError):
+                    raise
+                last_error = e  # taken by another process: try the next pair
                 continue
-            except BaseException:
-                if rtp is not None:
-                    rtp.close()
-                self.ports.release(port)
-                raise
-            if self.socket_buffer:
-                for t in (rtp, rtcp):
-                    sock = t.get_extra_info("socket")
-                    if sock is not None:
-                        with contextlib.suppress(OSError):
-                            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.socket_buffer)
-                            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.socket_buffer)
-            return port, rtp, rtcp
+            return _BoundPair(port, rtp, rtp_sock, rtcp, rtcp_sock)
         raise PortsExhausted(f"could not bind an RTP port pair on {self.host}: {last_error}")
 
     def _native_engine(self, loop: asyncio.AbstractEventLoop) -> fastpath.Engine:
@@ -690,44 +819,6 @@ class MediaRelay:
             if digit is not None:
                 session._report_dtmf(leg, digit)
 
-    async def _bind_native_pair(
-        self, loop: asyncio.AbstractEventLoop, session: RelaySession, leg: RelayLeg
-    ) -> tuple[int, socket.socket, asyncio.DatagramTransport]:
-        # The RTP socket is a plain bound socket for the native worker; RTCP stays in asyncio.
-        last_error: OSError | None = None
-        for _ in range(self.bind_attempts):
-            port = self.ports.allocate()
-            rtp: socket.socket | None = None
-            try:
-                infos = await loop.getaddrinfo(self.host, port, type=socket.SOCK_DGRAM)
-                family, _t, _p, _c, sockaddr = infos[0]
-                rtp = socket.socket(family, socket.SOCK_DGRAM)
-                rtp.setblocking(False)
-                rtp.bind(sockaddr)
-                rtcp, _q = await loop.create_datagram_endpoint(
-                    lambda: _RtcpProtocol(session, leg), local_addr=(self.host, port + 1)
-                )
-            except OSError as e:  # taken by another process: try the next pair
-                if rtp is not None:
-                    rtp.close()
-                self.ports.release(port)
-                last_error = e
-                continue
-            except BaseException:
-                if rtp is not None:
-                    rtp.close()
-                self.ports.release(port)
-                raise
-            if self.socket_buffer:
-                sockets = [rtp, rtcp.get_extra_info("socket")]
-                for sock in sockets:
-                    if sock is not None:
-                        with contextlib.suppress(OSError):
-                            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.socket_buffer)
-                            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.socket_buffer)
-            return port, rtp, rtcp
-        raise PortsExhausted(f"could not bind an RTP port pair on {self.host}: {last_error}")
-
     def _forget(self, session: RelaySession) -> None:
         if self._sessions.get(session.call_id) is not session:
             return
@@ -736,7 +827,10 @@ class MediaRelay:
         for leg in session._legs.values():
             for key, attr in _COUNTED.items():
                 self._closed_counts[key] += getattr(leg, attr)
-            self.ports.release(leg.local_port)
+            bound, leg.ports = leg.ports, None
+            leg.rtp_transport = leg.rtcp_transport = None
+            if bound is not None:
+                self._release(bound)
 
     async def _housekeeping(self) -> None:
         while self._sessions:
@@ -757,6 +851,10 @@ class MediaRelay:
         """Close every session and stop the housekeeping timer."""
         for session in list(self._sessions.values()):
             session.close()
+        while self._pool:
+            bound = self._pool.popleft()
+            bound.close()
+            self.ports.release(bound.port)
         timer, self._timer = self._timer, None
         if timer is not None and not timer.done():
             timer.cancel()

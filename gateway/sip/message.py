@@ -654,15 +654,23 @@ def _validate(
     msg: Request | Response, items: list[tuple[str, str, str]], body: bytes, stream: bool
 ) -> bytes:
     """The checks RFC 3261 §8.2 and RFC 4475 expect of a message we accept; returns the body."""
-    keys = [item[0] for item in items]
+    # One pass over the headers: the single-valued ones, their repeats, the Vias and Contacts.
     single: dict[str, str] = {}
-    for key in SINGLE_HEADERS:
-        n = keys.count(key)
-        if n:
-            if n > 1:
-                raise BadRequest(f"more than one {grammar.canonical_name(key)} header")
-            single[key] = items[keys.index(key)][2]
-    vias = [value for key, _, value in items if key == "via"]
+    repeated: str | None = None
+    vias: list[str] = []
+    contacts: list[str] = []
+    for key, _, value in items:
+        if key in SINGLE_HEADERS:
+            if key in single:
+                repeated = repeated or key
+            else:
+                single[key] = value
+        elif key == "via":
+            vias.append(value)
+        elif key == "contact":
+            contacts.append(value)
+    if repeated is not None:
+        raise BadRequest(f"more than one {grammar.canonical_name(repeated)} header")
     if not vias:
         raise BadRequest("missing Via header")
     for key in _REQUIRED:
@@ -695,7 +703,7 @@ def _validate(
         if isinstance(ruri, SipUri) and ruri.headers is not None:
             # RFC 3261 §19.1.1 table 1: no headers in a Request-URI (RFC 4475 §3.1.2.11)
             raise BadRequest("escaped headers in the Request-URI")
-        for value in [value for key, _, value in items if key == "contact"]:
+        for value in contacts:
             for contact in grammar.split_list(value) if "," in value else (value,):
                 _address_parts(contact)
     return body

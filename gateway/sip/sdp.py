@@ -7,7 +7,6 @@ lines of unknown type are kept (written before the attributes of their level).
 
 from __future__ import annotations
 
-import copy
 import re
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -61,7 +60,7 @@ INACTIVE = "inactive"
 DIRECTIONS = (SENDRECV, SENDONLY, RECVONLY, INACTIVE)
 
 # RFC 4566 §5: <type>=<value>, type a single case-significant letter, no whitespace around "=".
-_LINE_RE = re.compile(r"([a-z])=(.*)")
+_LINE_TYPES = frozenset("abcdefghijklmnopqrstuvwxyz")
 # RFC 4566 §9: att-field = token
 _TOKEN_RE = re.compile(r"[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+")
 # RFC 4566 §6: a=rtpmap:<payload type> <encoding name>/<clock rate>[/<encoding parameters>]
@@ -395,10 +394,11 @@ class SessionDescription(_AttributeMixin):
             line = raw[:-1] if raw.endswith("\r") else raw
             if not line:
                 continue  # tolerate blank lines some stacks emit
-            m = _LINE_RE.fullmatch(line)
-            if m is None:
+            # <type>=<value> (RFC 4566 §5), checked without a regex: this runs per line
+            kind = line[0]
+            if line[1:2] != "=" or kind not in _LINE_TYPES:
                 raise MalformedSdp(f"SDP line {number} is not <type>=<value>: {line!r}")
-            lines.append((number, m.group(1), m.group(2)))
+            lines.append((number, kind, line[2:]))
         if not lines or lines[0][1:] != ("v", "0"):
             raise MalformedSdp("SDP must start with v=0 (RFC 4566 §5.1)")
         sdp: SessionDescription | None = None
@@ -461,7 +461,26 @@ class SessionDescription(_AttributeMixin):
 
     def copy(self) -> SessionDescription:
         """A deep copy, to edit without touching this one."""
-        return copy.deepcopy(self)
+        # Field by field: copy.deepcopy walks every object through its memo and reduce
+        # protocol, several times slower on this per-call path. Strings and ints are immutable.
+        o = self.origin
+        return SessionDescription(
+            Origin(o.username, o.session_id, o.session_version, o.nettype, o.addrtype, o.address),
+            self.name,
+            self.version,
+            self.info,
+            self.uri,
+            self.emails[:],
+            self.phones[:],
+            _copy_connection(self.connection),
+            self.bandwidths[:],
+            [Timing(t.start, t.stop, t.repeats[:]) for t in self.timing],
+            self.zone,
+            self.key,
+            [Attribute(a.name, a.value) for a in self.attributes],
+            [_copy_media(m) for m in self.media],
+            self.extra[:],
+        )
 
     @property
     def audio(self) -> MediaDescription | None:
@@ -529,6 +548,26 @@ def _session_line(sdp: SessionDescription, kind: str, value: str) -> None:
         raise MalformedSdp("second o= line")
     else:
         sdp.extra.append((kind, value))  # RFC 4566 §5: unknown types are ignored, we keep them
+
+
+def _copy_connection(c: Connection | None) -> Connection | None:
+    return None if c is None else Connection(c.address, c.addrtype, c.nettype)
+
+
+def _copy_media(m: MediaDescription) -> MediaDescription:
+    return MediaDescription(
+        m.media,
+        m.port,
+        m.proto,
+        m.formats[:],
+        m.port_count,
+        m.title,
+        _copy_connection(m.connection),
+        m.bandwidths[:],
+        m.key,
+        [Attribute(a.name, a.value) for a in m.attributes],
+        m.extra[:],
+    )
 
 
 def _media_line(media: MediaDescription, kind: str, value: str) -> None:

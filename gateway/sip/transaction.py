@@ -353,6 +353,10 @@ def classify(status: int) -> Input:
 # --------------------------------------------------------------------------- transactions
 
 
+# Compact the timer heap only past this many stale entries, so small layers never bother.
+_COMPACT_MIN = 64
+
+
 class _Timed:
     """Something with named timers in the layer's heap (lazy deletion by token)."""
 
@@ -533,6 +537,7 @@ class TransactionLayer:
         self._pending_2xx: dict[tuple[str, int], _Pending2xx] = {}
         self._heap: list[tuple[float, int, _Timed, Input]] = []
         self._seq = 0
+        self._stale = 0  # heap entries whose timer was cancelled or rescheduled
         self._outbox: list[tuple[bytes, Peer]] = []
         self._events: deque[Event] = deque()
 
@@ -622,6 +627,7 @@ class TransactionLayer:
             if obj.timers.get(name) == token:
                 return heap[0][0]
             heapq.heappop(heap)
+            self._stale -= 1
         return None
 
     def handle_timer(self, now: float) -> None:
@@ -630,6 +636,7 @@ class TransactionLayer:
         while heap and heap[0][0] <= now:
             _, token, obj, name = heapq.heappop(heap)
             if obj.timers.get(name) != token:
+                self._stale -= 1
                 continue  # cancelled or rescheduled (lazy deletion)
             del obj.timers[name]
             if isinstance(obj, _ClientTxn):
@@ -664,8 +671,25 @@ class TransactionLayer:
 
     def _schedule(self, obj: _Timed, name: Input, deadline: float) -> None:
         self._seq += 1
+        if name in obj.timers:
+            self._stale += 1
         obj.timers[name] = self._seq
         heapq.heappush(self._heap, (deadline, self._seq, obj, name))
+
+    def _cancel_timers(self, obj: _Timed) -> None:
+        """Cancel every timer of ``obj``; their heap entries go stale (lazy deletion)."""
+        timers = obj.timers
+        if not timers:
+            return
+        self._stale += len(timers)
+        timers.clear()
+        heap = self._heap
+        # A stale entry keeps a finished transaction (request, bytes) alive until its deadline,
+        # up to 64*T1 for timers B and F: rebuild the heap once they are half of it.
+        if self._stale > _COMPACT_MIN and 2 * self._stale > len(heap):
+            heap[:] = [e for e in heap if e[2].timers.get(e[3]) == e[1]]
+            heapq.heapify(heap)
+            self._stale = 0
 
     # ------------------------------------------------------------------ client side
 
@@ -820,7 +844,7 @@ class TransactionLayer:
     def _ack_2xx(self, request: Request, peer: Peer) -> None:
         pending = self._pending_2xx.pop((request.call_id, request.cseq.seq), None)
         if pending is not None:
-            pending.timers.clear()
+            self._cancel_timers(pending)
         self._events.append(AckReceived(request, peer))
 
     def _server_timer(self, txn: _ServerTxn, name: Input, now: float) -> None:
@@ -855,7 +879,7 @@ class TransactionLayer:
             pending.interval = min(2 * pending.interval, self.config.T2)
             self._schedule(pending, name, now + pending.interval)
         else:
-            pending.timers.clear()
+            self._cancel_timers(pending)
             del self._pending_2xx[pending.key]
             self._events.append(AckTimeout(*pending.key))
 
@@ -873,11 +897,11 @@ class TransactionLayer:
         if isinstance(txn, _ClientTxn):
             if nxt is State.PROCEEDING:
                 if txn.invite:
-                    txn.timers.clear()  # §17.1.1.2: no more timer A, and timer B is moot
+                    self._cancel_timers(txn)  # §17.1.1.2: no more timer A, and timer B is moot
                     if txn.cancel_requested:
                         self._send_cancel(txn, now)
                 return  # non-INVITE: timers E (now at T2) and F keep running
-            txn.timers.clear()
+            self._cancel_timers(txn)
             if nxt is State.ACCEPTED:
                 self._schedule(txn, Input.TIMER_M, now + cfg.timer_m)
                 return
@@ -890,7 +914,7 @@ class TransactionLayer:
         # server
         if nxt is State.PROCEEDING:
             return
-        txn.timers.clear()
+        self._cancel_timers(txn)
         if nxt is State.COMPLETED:
             if txn.invite:
                 if not txn.reliable:
@@ -913,7 +937,7 @@ class TransactionLayer:
             self._remove(txn)
 
     def _remove(self, txn: _ClientTxn | _ServerTxn) -> None:
-        txn.timers.clear()
+        self._cancel_timers(txn)
         if isinstance(txn, _ClientTxn):
             self._client.pop(txn.id, None)
             return

@@ -440,7 +440,65 @@ def test_close_returns_ports_and_is_idempotent(engine: str) -> None:
         totals = relay.totals
         assert totals["sessions_opened"] == 1 and totals["sessions_closed"] == 1
 
+    run(body, engine=engine, pool_size=0)
+
+
+def test_pooled_sockets_are_reused_drained_and_relatched(engine: str) -> None:
+    async def body(relay: MediaRelay) -> None:
+        a_rtp, _a_rtcp = await even_peer_pair()
+        b_rtp, _b_rtcp = await even_peer_pair()
+        first = await relay.open_session("one")
+        ports = {first.leg("a").local_port, first.leg("b").local_port}
+        first.set_remote("a", HOST, a_rtp.port, codec_pt=0)
+        first.set_remote("b", HOST, b_rtp.port, codec_pt=0)
+        a_rtp.send(rtp(0, 1, b"\xff" * 160), first.leg("a").local_port)
+        assert await b_rtp.recv() == rtp(0, 1, b"\xff" * 160)
+        first.close()
+        assert relay.pooled == 2 and relay.ports.in_use == 2  # kept bound, ports still taken
+        stale = rtp(0, 2, b"\x01" * 160)
+        for port in ports:  # the old peer keeps sending between the calls
+            a_rtp.send(stale, port)
+            a_rtp.send(stale, port + 1)
+        await asyncio.sleep(0.05)
+        second = await relay.open_session("two")
+        assert {second.leg("a").local_port, second.leg("b").local_port} == ports
+        assert relay.pooled == 0 and not second.leg("a").latched
+        assert second.leg("a").packets_in == 0
+        other, _other_rtcp = await even_peer_pair()
+        second.set_remote("a", HOST, other.port, codec_pt=0)
+        second.set_remote("b", HOST, b_rtp.port, codec_pt=0)
+        assert await no_packet(b_rtp, 0.1)  # nothing of the first call leaks into the second
+        other.send(rtp(0, 7, b"\x02" * 160), second.leg("a").local_port)
+        assert await b_rtp.recv() == rtp(0, 7, b"\x02" * 160)
+        assert second.stats("a")["packets_in"] == 1 and second.leg("a").latched
+        second.close()
+        await relay.close()
+        assert relay.pooled == 0 and relay.ports.in_use == 0
+        await asyncio.sleep(0.05)
+        for port in ports:  # closing the relay closes the pooled sockets
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.bind((HOST, port))
+            s.close()
+        for p in (a_rtp, b_rtp, other):
+            p.close()
+
     run(body, engine=engine)
+
+
+def test_pool_is_bounded(engine: str) -> None:
+    async def body(relay: MediaRelay) -> None:
+        sessions = [await relay.open_session(f"c{i}") for i in range(3)]
+        for s in sessions:
+            s.close()
+        assert relay.pooled == 2 and relay.ports.in_use == 2  # the rest closed and freed
+        again = [await relay.open_session(f"d{i}") for i in range(2)]
+        assert relay.pooled == 0 and relay.ports.in_use == 4
+        for s in again:
+            s.close()
+
+    run(body, engine=engine, pool_size=2)
+    with pytest.raises(ValueError):
+        MediaRelay(HOST, free_range(), pool_size=-1)
 
 
 def test_exhausted_range_is_503_and_leaks_nothing(engine: str) -> None:

@@ -1392,3 +1392,27 @@ def test_retransmit_intervals_never_exceed_t2(T1: float, factor: float) -> None:
     assert all(g <= T2 * (1 + 1e-9) for g in gaps)
     assert len(gaps) == len(backoff(T1, T2, 64 * T1))
     assert math.isclose(sum(gaps), times[-1])
+
+
+def test_finished_transactions_leave_the_timer_heap() -> None:
+    # Timer F (64*T1) of answered requests goes stale: the heap is compacted, so finished
+    # transactions are not kept alive until their old deadlines.
+    h = Harness()
+    for i in range(1000):
+        r = req("OPTIONS", transport="TCP", branch=f"z9hG4bKc{i}", call_id=f"c{i}")
+        h.send(r, TCP)
+        h.recv(resp(r, 200), TCP)
+    h.out()
+    assert h.tl.transaction_count() == 0
+    assert len(h.tl._heap) < 200
+    live = req("OPTIONS", transport="TCP", branch="z9hG4bKlive", call_id="live")
+    tid = h.send(live, TCP)
+    assert h.tl.get_timer() == 32.0  # the live timer F survives the compactions
+    for i in range(300):
+        r = req("OPTIONS", transport="TCP", branch=f"z9hG4bKd{i}", call_id=f"d{i}")
+        h.send(r, TCP)
+        h.recv(resp(r, 200), TCP)
+    assert h.tl.get_timer() == 32.0 and h.tl.state(tid) is State.TRYING
+    h.now = 32.0
+    h.tl.handle_timer(h.now)
+    assert h.tl.state(tid) is State.TERMINATED and h.tl.get_timer() is None
