@@ -387,14 +387,20 @@ def test_an_agent_whose_phone_dies_while_ringing_is_not_left_stuck(
         return next(a for a in _api(gw, "/api/agents") if a["extension"] == "1001")
 
     assert agent()["state"] == "ringing"
-    deadline = time.monotonic() + 8  # the queue's ring timeout is 3 s
-    while agent()["state"] == "ringing" and time.monotonic() < deadline:
-        time.sleep(0.2)
+    # Each offer to the dead phone ends at the ring timeout (3 s) and the agent is free again;
+    # the waiting call is offered again, and after three unanswered offers the agent is paused
+    # ("no-answer"): a state a supervisor sees, never a stuck RINGING or ON_CALL.
+    deadline = time.monotonic() + 20
+    seen_free = False
     state = agent()
-    # Free again (or, after repeated unanswered offers, paused with the reason): never stuck.
+    while time.monotonic() < deadline:
+        state = agent()
+        seen_free = seen_free or state["state"] != "ringing"
+        if state["state"] == "paused":
+            break
+        time.sleep(0.1)
+    assert seen_free
+    assert state["state"] == "paused" and state["pause_reason"] == "no-answer", state
     assert state["call_id"] is None, state
-    assert state["state"] == "available" or (
-        state["state"] == "paused" and state["pause_reason"] == "no-answer"
-    ), state
     assert gw.call(lambda: gw.gw.cc.queues["support"].line.live_count()) == 1  # still waiting
     caller.stop()
