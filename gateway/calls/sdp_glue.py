@@ -10,6 +10,23 @@ from gateway.sip.sdp import Attribute, SessionDescription
 RELAY_CODECS = ("PCMU", "PCMA")
 _STATIC = {"PCMU": 0, "PCMA": 8}
 
+_PARSED: dict[bytes, SessionDescription] = {}
+_PARSED_MAX = 4096
+
+
+def _parse(body: bytes) -> SessionDescription:
+    """Parse once per distinct body: a call's offer and answer are read several times.
+
+    The result is shared: callers must not change it (``rewrite_for_relay`` and
+    ``build_answer`` build new descriptions)."""
+    sdp = _PARSED.get(body)
+    if sdp is None:
+        sdp = SessionDescription.parse(body)
+        if len(_PARSED) >= _PARSED_MAX:
+            _PARSED.clear()
+        _PARSED[body] = sdp
+    return sdp
+
 
 @dataclass(frozen=True, slots=True)
 class Offer:
@@ -24,7 +41,7 @@ class Offer:
 
 def parse_offer(body: bytes) -> Offer:
     """Where a side wants its audio and in which codec (its first G.711 one); 488/400 on bad SDP."""
-    sdp = SessionDescription.parse(body)
+    sdp = _parse(body)
     codec = _sdp.negotiate(sdp, RELAY_CODECS)
     audio = sdp.audio
     assert audio is not None
@@ -37,9 +54,7 @@ def parse_offer(body: bytes) -> Offer:
 def relay_offer(body: bytes, host: str, port: int, session_id: int, version: int) -> bytes:
     """Leg a's offer as we pass it to leg b: media through the relay, only G.711 and DTMF, and
     both G.711 laws offered so that a callee of either law can answer (we transcode)."""
-    sdp = _sdp.rewrite_for_relay(
-        SessionDescription.parse(body), host, port, session_id=session_id, version=version
-    )
+    sdp = _sdp.rewrite_for_relay(_parse(body), host, port, session_id=session_id, version=version)
     audio = sdp.audio
     if audio is not None:
         names = {c.encoding_name.upper() for c in audio.codecs()}
@@ -58,9 +73,7 @@ def relay_answer_passthrough(
 ) -> bytes:
     """An answer passed on as it is, but for the address (re-INVITE answers)."""
     return bytes(
-        _sdp.rewrite_for_relay(
-            SessionDescription.parse(body), host, port, session_id=session_id, version=version
-        )
+        _sdp.rewrite_for_relay(_parse(body), host, port, session_id=session_id, version=version)
     )
 
 
@@ -71,8 +84,8 @@ def relay_answer(
 
     Leg a gets leg b's codec when it offered it (no transcoding), else its own first G.711 codec.
     """
-    offer = SessionDescription.parse(a_offer)
-    answer = SessionDescription.parse(b_answer)
+    offer = _parse(a_offer)
+    answer = _parse(b_answer)
     b_codec = _sdp.negotiate(answer, RELAY_CODECS)
     a_audio = offer.audio
     assert a_audio is not None
@@ -95,7 +108,7 @@ def local_answer(
 ) -> tuple[bytes, int, int | None]:
     """Our answer when the gateway itself answers leg a (IVR, queue): its first G.711 codec and
     its telephone-event, media at the relay. Returns (SDP, codec, DTMF payload type)."""
-    offer = SessionDescription.parse(a_offer)
+    offer = _parse(a_offer)
     codec = _sdp.negotiate(offer, RELAY_CODECS)
     dtmf = _sdp.telephone_event(offer.audio)
     sdp = _sdp.build_answer(offer, host, port, codec.payload_type, dtmf, session_id, version)
