@@ -79,8 +79,10 @@ class SiteGateway:
         self.sip_port = 0
         self.http_port = 0
         self.cdrs_written = 0
-        self.cdr_errors = 0
+        self.store_errors = 0
         self.dtmf_total = 0
+        self._queue_snaps: dict[str, dict[str, Any]] = {}
+        self._queue_snaps_at = float("-inf")
         self.dtmf_recent: deque[tuple[str, str, str]] = deque(maxlen=256)  # (call, leg, digit)
 
     async def start(self) -> None:
@@ -298,7 +300,7 @@ class SiteGateway:
                 trunk=rec.trunk,
             )
         except ValueError:
-            self.cdr_errors += 1
+            self.store_errors += 1
             log.exception("[%s] could not build the CDR", rec.call_id)
             return
         self._store_write(self.store.write_cdr, cdr, what=f"CDR of {rec.call_id}")
@@ -308,7 +310,7 @@ class SiteGateway:
 
         def done(fut: asyncio.Future[Any]) -> None:
             if fut.cancelled() or fut.exception() is not None:
-                self.cdr_errors += 1
+                self.store_errors += 1
                 log.error("could not write the %s: %r", what, fut.exception())
             elif fn == self.store.write_cdr:
                 self.cdrs_written += 1
@@ -416,9 +418,13 @@ class SiteGateway:
         cc = self.cc
         if cc is None:
             return {}
+        # One scrape reads ten queue gauges: build each queue's snapshot once per scrape.
+        now = self.loop.time()
+        if now - self._queue_snaps_at > 0.5:
+            self._queue_snaps = {name: cc.queue_snapshot(name) for name in cc.queues}
+            self._queue_snaps_at = now
         out: dict[tuple[str, ...], float] = {}
-        for name in cc.queues:
-            snap = cc.queue_snapshot(name)
+        for name, snap in self._queue_snaps.items():
             value = snap[key] if key in snap else snap["day"].get(key)
             if value is not None:
                 out[(name,)] = float(value)

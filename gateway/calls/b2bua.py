@@ -473,20 +473,28 @@ class B2bua:
 
     # ------------------------------------------------------------------ calls the gateway answers
 
-    async def _setup_app(self, call: Call, dest: AppDestination, offer: sdp_glue.Offer) -> None:
-        """Answer the caller ourselves, media anchored in the relay, far leg on our endpoint."""
+    async def _open_media(self, call: Call) -> RelaySession | None:
+        """The call's relay session, wired to its stall and DTMF handlers; None (the caller
+        answered 503) when no ports are free, or when the call ended meanwhile."""
         try:
             session = await self.relay.open_session(call.a.call_id)
         except Exception as exc:
             log.warning("[%s] no media ports: %s", call.a.call_id, exc)
             self._fail(call, 503, "No Media Resources")
-            return
+            return None
         if call.state == "ended":
             session.close()
-            return
+            return None
         call.media = session
         session.on_stall = lambda _s, c=call: self._on_stall(c)
         session.on_dtmf = lambda leg, digit, dur, c=call: self._on_media_dtmf(c, leg, digit, dur)
+        return session
+
+    async def _setup_app(self, call: Call, dest: AppDestination, offer: sdp_glue.Offer) -> None:
+        """Answer the caller ourselves, media anchored in the relay, far leg on our endpoint."""
+        session = await self._open_media(call)
+        if session is None:
+            return
         a = call.a
         try:
             body, codec, dtmf = sdp_glue.local_answer(
@@ -592,18 +600,9 @@ class B2bua:
     async def _setup(
         self, call: Call, dest: ToAgent | ToGroup | ToTrunk, offer: sdp_glue.Offer
     ) -> None:
-        try:
-            session = await self.relay.open_session(call.a.call_id)
-        except Exception as exc:
-            log.warning("[%s] no media ports: %s", call.a.call_id, exc)
-            self._fail(call, 503, "No Media Resources")
+        session = await self._open_media(call)
+        if session is None:
             return
-        if call.state == "ended":
-            session.close()
-            return
-        call.media = session
-        session.on_stall = lambda _s, c=call: self._on_stall(c)
-        session.on_dtmf = lambda leg, digit, dur, c=call: self._on_media_dtmf(c, leg, digit, dur)
         session.set_remote(
             "a", offer.host, offer.port, codec_pt=offer.codec_pt, dtmf_pt=offer.dtmf_pt
         )

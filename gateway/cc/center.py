@@ -617,11 +617,8 @@ class ContactCentre:
                 rung.append(agent)
             else:
                 self._agent_input(self.agents.leg_failed, agent, now, offer.call_id)
-        if rung:
+        if rung:  # the caller keeps hearing the queue's music while the phones ring
             q.line.mark_offered(offer.call_id, rung)
-            player = self._player(contact)
-            if player is not None and not contact.ringing - set(rung):
-                pass  # the caller keeps hearing the queue's music while the agent's phone rings
 
     def _agent_input(self, method: Callable[..., Transition], *args: Any) -> bool:
         """Apply an agent-table input; log (not raise) an impossible transition."""
