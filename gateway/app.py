@@ -54,6 +54,8 @@ def dial_plan(cfg: SiteConfig) -> DialPlan:
         trunk_defaults=defaults,
         external_pattern=cfg.dialplan.external_pattern,
         outbound_trunk=cfg.dialplan.outbound_trunk,
+        site_prefixes={p: t.name for t in cfg.trunks for p in t.extensions},
+        mesh_trunks=frozenset(t.name for t in cfg.trunks if t.site is not None),
     )
 
 
@@ -161,6 +163,7 @@ class SiteGateway:
                 t.username,
                 t.password,
                 t.inbound_auth,
+                t.site,
             )
             for t in cfg.trunks
         }

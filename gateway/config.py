@@ -23,7 +23,10 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Final, Literal, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple, TypeVar
+
+if TYPE_CHECKING:
+    from gateway.config_mesh import HqConfig, MeshConfig, OverflowConfig
 
 __all__ = [
     "AUTH_SECRET_ENV",
@@ -325,6 +328,12 @@ class TrunkConfig:
     """Price per minute for least-cost routing, any currency unit; default 0."""
     prefixes: tuple[str, ...] = ("+",)
     """E.164 prefixes this trunk can reach; default ``["+"]`` (everything)."""
+    site: str | None = None
+    """Set on an inter-site trunk: the name of the site gateway at the far end (overflow calls
+    and inter-site extension calls use it); default none (a carrier)."""
+    extensions: tuple[str, ...] = ()
+    """Extension prefixes that live at that site (``["3"]``: agents dialling 3xx reach HQ's
+    agents through this trunk); only on an inter-site trunk; default none."""
 
     @property
     def outbound_peer(self) -> HostPort:
@@ -431,6 +440,9 @@ class QueueConfig:
     default 30; 0 disables."""
     best_skill_first: bool = False
     """Offer only to the eligible agents with the best skill score; default false."""
+    overflow: OverflowConfig | None = None
+    """``overflow = {...}``: when waiting callers move to another site
+    (:class:`gateway.config_mesh.OverflowConfig`); default none (they never do)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -516,6 +528,14 @@ class SiteConfig:
     schedules: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     """``[schedules]`` as written, name → table (read-only); validated at start by
     ``gateway.cc.schedule.parse_schedules`` (``docs/ivr.md``)."""
+    mesh: MeshConfig | None = None
+    """``[mesh]`` (:class:`gateway.config_mesh.MeshConfig`); default none: the site runs alone."""
+    hq: HqConfig | None = None
+    """``[hq]`` (:class:`gateway.config_mesh.HqConfig`): only in HQ's file, for ``ccgw hq``."""
+
+    def mesh_trunk(self, site: str) -> TrunkConfig | None:
+        """The inter-site trunk to ``site``, or ``None``."""
+        return next((t for t in self.trunks if t.site == site), None)
 
     @property
     def name(self) -> str:
@@ -878,6 +898,16 @@ def _trunk(t: _Table, transports: tuple[str, ...]) -> TrunkConfig:
     prefixes = t.items("prefixes", prefix, ("+",))
     if not prefixes:
         raise t.error("prefixes", "must not be empty")
+    site = t.string("site", None, pattern=_SITE_NAME_RE, what="a site name")
+
+    def ext_prefix(text: str) -> str:
+        if not text.isdigit() or len(text) > 10:
+            raise ValueError("not an extension prefix (1-10 digits)")
+        return text
+
+    extensions = t.items("extensions", ext_prefix, ())
+    if extensions and site is None:
+        raise t.error("extensions", "only an inter-site trunk (with site = ...) has extensions")
     t.done()
     return TrunkConfig(
         name=name,
@@ -890,6 +920,8 @@ def _trunk(t: _Table, transports: tuple[str, ...]) -> TrunkConfig:
         default_destination=default,
         cost=cost,
         prefixes=prefixes,
+        site=site,
+        extensions=extensions,
     )
 
 
@@ -1016,9 +1048,16 @@ def _queue(t: _Table, base_dir: Path) -> QueueConfig:
         vip_priority=t.integer("vip_priority", 10, 0, 1000),
         sticky_s=t.number("sticky_s", 30.0, 0.0),
         best_skill_first=t.value("best_skill_first", bool, False),
+        overflow=_overflow(t),
     )
     t.done()
     return cfg
+
+
+def _overflow(t: _Table) -> OverflowConfig | None:
+    from gateway.config_mesh import parse_overflow  # late: config_mesh imports this module
+
+    return parse_overflow(t.table("overflow")) if t.has("overflow") else None
 
 
 def _cc(t: _Table, site: str, base_dir: Path) -> CcConfig:
@@ -1135,6 +1174,7 @@ def _unique(table_path: str, key: str, values: list[str], source: str) -> None:
 
 def _cross_check(cfg: SiteConfig) -> None:
     src = cfg.source
+    _check_mesh(cfg)
     _unique("trunks", "name", [t.name for t in cfg.trunks], src)
     _unique("agents", "extension", [a.extension for a in cfg.agents], src)
     _unique("groups", "name", [g.name for g in cfg.groups], src)
@@ -1203,6 +1243,33 @@ def _missing_target(cfg: SiteConfig, dest: Destination) -> str:
         known = ", ".join(sorted(cfg.flow_names)) or "none defined"
         return f"no such flow in [ivr.flows] (known: {known})"
     return ""
+
+
+def _check_mesh(cfg: SiteConfig) -> None:
+    """Overflow targets are sites we have an inter-site trunk to; one trunk per site."""
+    seen: dict[str, int] = {}
+    for ti, t in enumerate(cfg.trunks):
+        if t.site is None:
+            continue
+        if t.site == cfg.name:
+            raise ConfigError(cfg.source, f"trunks[{ti}].site", "is this site itself")
+        if t.site in seen:
+            raise ConfigError(
+                cfg.source,
+                f"trunks[{ti}].site",
+                f"trunks[{seen[t.site]}] already goes to {t.site!r}",
+            )
+        seen[t.site] = ti
+    for qi, q in enumerate(cfg.queues):
+        if q.overflow is None:
+            continue
+        for i, target in enumerate(q.overflow.targets):
+            if target != "*" and target not in seen:
+                raise ConfigError(
+                    cfg.source,
+                    f"queues[{qi}].overflow.targets[{i}]",
+                    f"no [[trunks]] entry with site = {target!r} to reach it",
+                )
 
 
 def _check_fallback_loops(cfg: SiteConfig) -> None:
@@ -1278,6 +1345,10 @@ def parse_config(
     ivr = _ivr(root)
     schedules = _schedules(root)
     dialplan = _dialplan(root.table("dialplan"), trunks)
+    from gateway.config_mesh import parse_hq, parse_mesh  # late: config_mesh imports this module
+
+    mesh = parse_mesh(root.table("mesh"), base) if root.has("mesh") else None
+    hq = parse_hq(root.table("hq"), base) if root.has("hq") else None
     root.done()
     cfg = SiteConfig(
         site=site,
@@ -1295,6 +1366,8 @@ def parse_config(
         cc=cc,
         ivr=ivr,
         schedules=schedules,
+        mesh=mesh,
+        hq=hq,
     )
     _cross_check(cfg)
     return cfg

@@ -12,9 +12,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from gateway.media.endpoint import MediaEndpoint
 from gateway.media.relay import MediaRelay, RelaySession
@@ -64,6 +64,10 @@ from . import sdp_glue
 from .leg import Leg
 
 log = logging.getLogger(__name__)
+
+
+MESH_HEADERS = ("x-ccgw-handoff", "x-ccgw-hops")
+"""Headers of an overflow INVITE between sites (lower case): kept in ``call.data``."""
 
 
 class Edge(Protocol):
@@ -134,6 +138,7 @@ class TrunkInfo:
     username: str | None = None
     password: str | None = None
     inbound_auth: bool = False  # the carrier's INVITEs must carry our digest credentials too
+    site: str | None = None  # set on a trunk to another site gateway
 
 
 @dataclass(frozen=True, slots=True)
@@ -452,6 +457,12 @@ class B2bua:
         call = Call(a, direction, caller, dialled, trunk=trunk, agent=None)
         call.a_sdp = req.body
         call.ring_timeout = self.no_answer_timeout
+        if trunk is not None and trunk in self.plan.mesh_trunks:
+            for name in MESH_HEADERS:  # an overflow from another site: its handoff id, hops
+                value = req.headers.get(name)
+                if value is not None:
+                    call.data[name] = value
+            call.data["from_site"] = self.trunks[trunk].site or trunk
         self.calls[a.call_id] = call
         self.txns[txn_id] = (call, a)
         if isinstance(dest, ToTrunk):
@@ -534,9 +545,31 @@ class B2bua:
         targets = self.edge.locate(agent)
         if not targets:
             return False
+        extra = cast("Mapping[str, str] | None", call.data.get("offer_headers"))
         for uri, peer in targets:
-            leg = self._send_invite(call, uri, peer, agent)
+            leg = self._send_invite(call, uri, peer, agent, extra)
             leg.timer = self.loop.call_later(ring_timeout, self._offer_timeout, call, leg)
+        return True
+
+    def offer_site(
+        self,
+        call: Call,
+        label: str,
+        uri: SipUri,
+        trunk: str,
+        ring_timeout: float,
+        headers: Mapping[str, str],
+    ) -> bool:
+        """Send a call the gateway holds to another site over inter-site ``trunk`` (an
+        overflow): like :meth:`offer`, with ``headers`` (the handoff id, hop count) on the
+        INVITE. The far site's gateway answers at once and queues the caller there; the outcome
+        comes back as ``on_offer_answered`` / ``on_offer_failed`` with ``label``."""
+        info = self.trunks.get(trunk)
+        if call.state != "app" or call.media is None or info is None:
+            return False
+        peer = info.peers[0]
+        leg = self._send_invite(call, uri, peer, label, headers, trunk=trunk)
+        leg.timer = self.loop.call_later(ring_timeout, self._offer_timeout, call, leg)
         return True
 
     def withdraw(self, call: Call, agent: str) -> None:
@@ -650,7 +683,16 @@ class B2bua:
         )
         self._fail(call, status, reason)
 
-    def _send_invite(self, call: Call, uri: SipUri, peer: Peer, label: str) -> Leg:
+    def _send_invite(
+        self,
+        call: Call,
+        uri: SipUri,
+        peer: Peer,
+        label: str,
+        headers: Mapping[str, str] | None = None,
+        *,
+        trunk: str | None = None,
+    ) -> Leg:
         assert call.media is not None
         a = call.a
         mf = a.invite.headers.get("max-forwards")
@@ -663,7 +705,7 @@ class B2bua:
 
         leg = self._uac_invite(
             call, "b", uri, peer, label, call.caller, _display_of(a.invite), body,
-            min(70, int(mf) - 1) if mf else 70,
+            min(70, int(mf) - 1) if mf else 70, headers, trunk,
         )  # fmt: skip
         call.forks.append(leg)
         return leg
@@ -679,6 +721,8 @@ class B2bua:
         display: str | None,
         body: Callable[[Leg], bytes],
         max_forwards: int = 70,
+        headers: Mapping[str, str] | None = None,
+        trunk: str | None = None,
     ) -> Leg:
         """Send an INVITE that starts a leg of ours (a UAC leg) with the SDP ``body(leg)``."""
         call_id = new_call_id(self.host)
@@ -693,8 +737,11 @@ class B2bua:
         h.add("Contact", self.contact(peer.transport))
         h.add("Allow", ALLOW)
         h.add("User-Agent", self.user_agent)
+        if headers:
+            for name, value in headers.items():
+                h.add(name, value)
         h.add("Content-Type", "application/sdp")
-        leg = Leg(role, call_id, peer, Request("INVITE", uri, h), tag, label=label)
+        leg = Leg(role, call_id, peer, Request("INVITE", uri, h), tag, label=label, trunk=trunk)
         leg.invite.body = body(leg)
         txn = self.endpoint.send_request(leg.invite, peer)
         leg.txn_id = txn
@@ -1000,7 +1047,7 @@ class B2bua:
         self.endpoint.send_stateless(ack, leg.peer)
 
     def _retry_with_auth(self, call: Call, leg: Leg, resp: Response) -> bool:
-        trunk = self.trunks.get(call.trunk or "")
+        trunk = self.trunks.get(leg.trunk or call.trunk or "")
         if trunk is None or not trunk.username or trunk.password is None:
             return False
         header = "www-authenticate" if resp.status == 401 else "proxy-authenticate"

@@ -37,6 +37,7 @@ class Leg:
     remote_sdp: bytes = b""
     status: int = 0  # final status seen/sent on the initial INVITE
     timer: asyncio.TimerHandle | None = None  # the ring timeout of an offer to an agent
+    trunk: str | None = None  # trunk whose credentials answer a challenge to this leg
 
     def next_sdp_version(self) -> int:
         """The o= version for the next SDP we send on this leg (RFC 3264 §8)."""

@@ -105,6 +105,14 @@ class DialPlan:
     trunk_defaults: Mapping[str, Destination] = field(default_factory=dict)  # trunk → fallback
     external_pattern: re.Pattern[str] = re.compile(r"^\+?[0-9]{6,15}$")
     outbound_trunk: str | None = None
+    site_prefixes: Mapping[str, str] = field(default_factory=dict)
+    """Extension prefix → inter-site trunk: extensions that live at another site."""
+    mesh_trunks: frozenset[str] = frozenset()
+    """Trunks to other site gateways (overflow and extension calls arrive on them)."""
+
+
+OVERFLOW_PREFIX = "overflow-"
+"""Request-URI user of an overflow INVITE between sites: ``overflow-<queue>``."""
 
 
 def normalise_number(user: str) -> str:
@@ -113,7 +121,20 @@ def normalise_number(user: str) -> str:
 
 
 def route_inbound(plan: DialPlan, trunk: str, dialled: str) -> Destination:
-    """A call from carrier ``trunk`` to ``dialled`` (the DID)."""
+    """A call from carrier ``trunk`` to ``dialled`` (the DID). On an inter-site trunk,
+    ``overflow-<queue>`` joins that queue and a local extension rings its agent; a number is
+    never passed on to the PSTN from there (no hairpin through another site's trunk)."""
+    if trunk in plan.mesh_trunks:
+        if dialled.startswith(OVERFLOW_PREFIX):
+            return ToQueue(dialled[len(OVERFLOW_PREFIX) :])
+        if dialled in plan.agents:
+            return ToAgent(dialled)
+        queue = plan.queue_numbers.get(dialled)
+        if queue is not None:
+            return ToQueue(queue)
+        group = plan.group_numbers.get(dialled)
+        if group is not None:
+            return ToGroup(group)
     number = normalise_number(dialled)
     dids = plan.dids.get(trunk, {})
     dest = dids.get(number)
@@ -143,8 +164,21 @@ def route_internal(plan: DialPlan, caller: str, dialled: str) -> Destination:
     queue = plan.queue_numbers.get(number)
     if queue is not None:
         return ToQueue(queue)
+    trunk = site_trunk(plan, number)
+    if trunk is not None:
+        return ToTrunk(trunk, number)
     if plan.external_pattern.fullmatch(number):
         if plan.outbound_trunk is None:
             return Reject(403, "No Outbound Route")
         return ToTrunk(plan.outbound_trunk, number)
     return Reject(404, "Not Found")
+
+
+def site_trunk(plan: DialPlan, number: str) -> str | None:
+    """The inter-site trunk for an extension at another site (longest prefix wins), or None."""
+    best: str | None = None
+    best_len = 0
+    for prefix, trunk in plan.site_prefixes.items():
+        if number.startswith(prefix) and len(prefix) > best_len and number.isdigit():
+            best, best_len = trunk, len(prefix)
+    return best
