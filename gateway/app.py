@@ -257,6 +257,9 @@ class SiteGateway:
                 "ivr_path": rec.ivr_path,
                 "variables": rec.variables,
                 "customer_id": rec.customer_id,
+                "handoff_id": rec.handoff_id,
+                "overflow_to": rec.overflow_to,
+                "from_site": rec.from_site,
             },
             what=f"interaction of {rec.call_id}",
         )

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gateway.calls.b2bua import B2bua, Call
+from gateway.cc.mesh_side import MeshPort, MeshSide, offer_headers
 from gateway.media.player import BEEP, Clip, Loop, music_on_hold, read_wav
 from gateway.media.recorder import Recorder
 from gateway.routing.dialplan import AppDestination, FeatureCode, ToFlow, ToQueue, ToVoicemail
@@ -75,6 +76,12 @@ class Interaction:
     variables: dict[str, str] = field(default_factory=dict)
     customer_id: str | None = None
     wrapup_s: float = 0.0
+    handoff_id: str | None = None
+    """Overflow between sites: the handoff id both sites' records share."""
+    overflow_to: str | None = None
+    """The site this call overflowed to (sending side)."""
+    from_site: str | None = None
+    """The site this call overflowed from (receiving side)."""
 
     @property
     def wait_s(self) -> float:
@@ -107,6 +114,10 @@ class _Contact:
     recorder: Recorder | None = None
     voicemail_box: str | None = None
     ended: bool = False
+    context: dict[str, Any] | None = None  # handed over by another site (overflow)
+    customer: dict[str, Any] | None = None  # the caller's customer record, when known
+    hops: int = 0  # sites this call has crossed
+    visited: set[str] = field(default_factory=set)  # sites it has been at
 
 
 @dataclass(slots=True)
@@ -147,6 +158,7 @@ class ContactCentre:
         on_voicemail: Callable[[dict[str, Any]], None] | None = None,
         store: Any = None,
         clock: Callable[[], float] = time.time,
+        mesh: MeshPort | None = None,
     ) -> None:
         self.loop = loop
         self.b2bua = b2bua
@@ -215,6 +227,7 @@ class ContactCentre:
         self.contacts: dict[str, _Contact] = {}
         self.voicemail_dir = Path(cc.voicemail_dir)
         self._task: asyncio.Task[None] | None = None
+        self.mesh: MeshSide | None = MeshSide(self, mesh) if mesh is not None else None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -266,6 +279,8 @@ class ContactCentre:
             logged_in, available = self._staffing(name)
             for entry in q.line.must_leave(logged_in, available):
                 self._leave_queue(entry.call_id, name, Exit.LEFT, fallback=True)
+        if self.mesh is not None:
+            self.mesh.consider(now)
         for contact in list(self.contacts.values()):
             if contact.queue and not contact.ringing and now >= contact.next_announce:
                 self._announce(contact, now)
@@ -279,8 +294,16 @@ class ContactCentre:
         record = Interaction(call.a.call_id, call.caller, call.callee, now)
         contact = _Contact(call, record, self.language)
         self.contacts[call.a.call_id] = contact
+        handoff = call.data.get("x-ccgw-handoff")
+        ctx = None
+        if isinstance(handoff, str) and self.mesh is not None:
+            hops = str(call.data.get("x-ccgw-hops", "1"))
+            ctx = self.mesh.arrived(contact, handoff, int(hops) if hops.isdigit() else 1)
         if isinstance(dest, ToFlow):
             self._start_ivr(contact, dest.name, now)
+        elif isinstance(dest, ToQueue) and ctx is not None:
+            skills = {str(k): int(v) for k, v in (ctx.get("required_skills") or {}).items()}
+            self._join_queue(contact, dest.name, int(ctx.get("priority") or 0), skills, now)
         elif isinstance(dest, ToQueue):
             self._join_queue(contact, dest.name, None, {}, now)
         elif isinstance(dest, ToVoicemail):
@@ -303,6 +326,11 @@ class ContactCentre:
         contact = self.contacts.get(call.a.call_id)
         if contact is None or contact.queue is None:
             return
+        if self.mesh is not None:
+            if self.mesh.is_site(agent):
+                self.mesh.answered(contact, agent)
+                return
+            self.mesh.local_answer(contact)
         now = self.clock()
         q = self.queues[contact.queue]
         self._agent_input(self.agents.answer, agent, call.a.call_id, now)
@@ -328,6 +356,9 @@ class ContactCentre:
         contact = self.contacts.get(call.a.call_id)
         if contact is None:
             return
+        if self.mesh is not None and self.mesh.is_site(agent):
+            self.mesh.failed(contact, agent, status)
+            return
         contact.ringing.discard(agent)
         now = self.clock()
         self._agent_input(self.agents.no_answer, agent, call.a.call_id, now)
@@ -345,6 +376,8 @@ class ContactCentre:
             self._callback_ended(cb_key, call)
             return
         contact = self.contacts.pop(call.a.call_id, None)
+        if self.mesh is not None:
+            self.mesh.ended(call.a.call_id)
         if contact is None or contact.ended:
             return
         contact.ended = True
@@ -516,6 +549,8 @@ class ContactCentre:
         )
         q.line.join(entry, now)
         q.figures.record_joined(call_id, now, contact.record.arrived_at)
+        if contact.context is not None or contact.customer is not None:
+            contact.call.data["offer_headers"] = offer_headers(contact)
         contact.queue = name
         contact.record.queue = name
         contact.record.queued_at = now

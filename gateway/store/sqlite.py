@@ -59,6 +59,9 @@ _INTERACTION_COLUMNS = (
     "ivr_path",
     "variables",
     "customer_id",
+    "handoff_id",
+    "overflow_to",
+    "from_site",
 )
 
 
