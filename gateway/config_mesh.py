@@ -100,8 +100,8 @@ class MeshConfig:
     load_interval: float = 1.0
     """Seconds between live-load publications; default 1."""
     handoff_listen: HostPort | None = None
-    """``ip:port`` of this site's gRPC handoff server (other sites reserve capacity here);
-    default none (the site accepts no overflow)."""
+    """``ip:port`` of this site's gRPC handoff server (other sites reserve capacity here; port 0
+    = a free one, published in etcd); default none (the site accepts no overflow)."""
     hq: HostPort | None = None
     """``ip:port`` of the HQ service; default none (no sync, no look-up)."""
     pki: str | None = None
@@ -152,10 +152,12 @@ def _opt_float(t: _Table, name: str) -> float | None:
     return raw
 
 
-def _host_port(t: _Table, name: str) -> HostPort | None:
+def _host_port(t: _Table, name: str, *, any_port: bool = False) -> HostPort | None:
     raw: str | None = t.string(name, None)
     if raw is None:
         return None
+    if any_port and raw.endswith(":0"):  # a free port chosen at start
+        return HostPort(parse_host_port(raw[:-2] + ":1").host, 0)
     try:
         return parse_host_port(raw)
     except ValueError as exc:
@@ -231,7 +233,7 @@ def parse_mesh(t: _Table, base_dir: Path) -> MeshConfig:
         etcd=t.items("etcd", endpoint, (), what="host:port"),
         lease_ttl=t.number("lease_ttl", 3.0, 1.0, 60.0),
         load_interval=t.number("load_interval", 1.0, 0.1, 60.0),
-        handoff_listen=_host_port(t, "handoff_listen"),
+        handoff_listen=_host_port(t, "handoff_listen", any_port=True),
         hq=_host_port(t, "hq"),
         pki=_folder(t, "pki", base_dir),
         lookup_budget=t.number("lookup_budget", 0.05, 0.001, 5.0),

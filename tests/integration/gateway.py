@@ -108,10 +108,10 @@ def site_config(
 class GatewayThread:
     """Start a :class:`SiteGateway` on a private loop in a thread; stop it at exit."""
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: dict[str, Any], *, sip_port: int = 0) -> None:
         self.cfg = parse_config(config, source="<test>", env={})
         self.loop = uvloop.new_event_loop()
-        self.gw = SiteGateway(self.cfg, sip_port=0, http_port=0)
+        self.gw = SiteGateway(self.cfg, sip_port=sip_port, http_port=0)
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
 
     def __enter__(self) -> GatewayThread:
