@@ -1,0 +1,196 @@
+"""Overflow between two site gateways with a real etcd, gRPC handoff and SIPp peers.
+
+Shanghai (127.0.0.2) has a queue whose only agent is logged in but has no phone, so callers
+wait; its policy sends a caller who waited 2 s to Guangzhou (127.0.0.3), where a SIPp agent
+answers. The INVITE that rings Guangzhou's agent carries the caller's context, and both sites'
+interaction records share the handoff id and the original arrival time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from . import peers
+from .etcd_server import ETCD_BIN, EtcdServer
+from .gateway import AGENTS, TEST_IVR, GatewayThread, site_config
+
+pytestmark = pytest.mark.integration
+
+if ETCD_BIN is None:
+    pytest.skip("etcd binary not found (apt-get install etcd-server)", allow_module_level=True)
+
+SITES = {"shanghai": "127.0.0.2", "guangzhou": "127.0.0.3"}
+
+
+@pytest.fixture
+def etcd(tmp_path: Path) -> Iterator[EtcdServer]:
+    server = EtcdServer(tmp_path / "etcd").start()
+    yield server
+    server.stop(kill=True)
+
+
+def _support(overflow: dict[str, Any] | None, members: list[str]) -> list[dict[str, Any]]:
+    q: dict[str, Any] = {
+        "name": "support",
+        "members": members,
+        "strategy": "linear",
+        "ring_timeout": 5,
+        "wrapup": 0,
+        "announce_every": 30,
+        "join_rule": "always",
+        "leave_rule": "never",
+    }
+    if overflow is not None:
+        q["overflow"] = overflow
+    sales = {"name": "sales", "members": members, "wrapup": 0}  # the test IVR names it
+    return [q, sales]
+
+
+@pytest.fixture
+def mesh_pair(
+    tmp_path: Path, etcd: EtcdServer
+) -> Iterator[Callable[..., tuple[GatewayThread, GatewayThread, int]]]:
+    started: list[GatewayThread] = []
+
+    def make(
+        overflow: dict[str, Any] | None, *, gz_logged_in: bool = True
+    ) -> tuple[GatewayThread, GatewayThread, int]:
+        ports = {s: peers.free_port(ip, "both") for s, ip in SITES.items()}
+        carrier = peers.free_port("127.0.0.1", "udp")
+        gws = {}
+        for site, ip in SITES.items():
+            other = next(s for s in SITES if s != site)
+            cfg = site_config(
+                ("127.0.0.1", carrier),
+                tmp_path / f"{site}.db",
+                queues=_support(overflow if site == "shanghai" else None, ["1001"]),
+                ivr=TEST_IVR,
+                extra={
+                    "site": {"name": site},
+                    "sip": {"listen": ip},
+                    "http": {"listen": ip},
+                    "mesh": {
+                        "etcd": [etcd.endpoint],
+                        "lease_ttl": 2,
+                        "load_interval": 0.2,
+                        "handoff_listen": f"{ip}:0",
+                        "reservation_ttl": 5,
+                    },
+                },
+            )
+            cfg["trunks"].append(
+                {
+                    "name": f"to-{other}",
+                    "peers": [f"{SITES[other]}:{ports[other]}"],
+                    "site": other,
+                }
+            )
+            cfg["media"]["rtp_port_min"], cfg["media"]["rtp_port_max"] = _rtp(site)
+            gw = GatewayThread(cfg, sip_port=ports[site]).__enter__()
+            started.append(gw)
+            gws[site] = gw
+        sh, gz = gws["shanghai"], gws["guangzhou"]
+        if not gz_logged_in:
+            gz.call(lambda: gz.gw.cc.agent_command("1001", "logout"))
+        # Each site sees the other's load in etcd before the test goes on.
+        for a, b in ((sh, "guangzhou"), (gz, "shanghai")):
+            a.wait_for(
+                lambda a=a, b=b: (
+                    bool(a.gw.mesh.remote_queues("support"))
+                    or (not gz_logged_in and b == "guangzhou" and a.gw.mesh.view().alive(b))
+                ),
+                10,
+                f"{b} in the mesh view",
+            )
+        return sh, gz, carrier
+
+    yield make
+    for gw in reversed(started):
+        gw.__exit__(None, None, None)
+
+
+def _rtp(site: str) -> tuple[int, int]:
+    base = peers.free_port("127.0.0.1", "udp", even=True, span=40, step=1)
+    return base, base + 39
+
+
+def _register_agent(
+    sipp_factory: Callable[..., peers.Sipp], gw: GatewayThread, ext: str = "1001"
+) -> peers.Sipp:
+    port = peers.free_port("127.0.0.1", "udp")
+    reg = sipp_factory(
+        "register.xml", gw.sip, local_port=port, service=ext, auth=(ext, AGENTS[ext]),
+        extra_args=["-auth_uri", gw.sip], timeout=10,
+    )  # fmt: skip
+    assert reg.start().wait(15).ok, reg.result().describe()
+    return sipp_factory(
+        "agent_uas.xml", local_port=port, calls=1, timeout=60, name=f"agent-{ext}-{gw.cfg.name}",
+    ).start()  # fmt: skip
+
+
+def _caller(
+    sipp_factory: Callable[..., peers.Sipp], gw: GatewayThread, port: int, talk_ms: int
+) -> peers.Sipp:
+    return sipp_factory(
+        "caller_ivr.xml", gw.sip, local_port=port, service="+864000", calls=1,
+        keys={"talk_ms": str(talk_ms), "d1_ms": "0", "digit1": "-", "d2_ms": "0", "digit2": "-"},
+        timeout=30,
+    )  # fmt: skip
+
+
+def _interactions(gw: GatewayThread) -> list[dict[str, Any]]:
+    return list(gw.call(lambda: gw.gw.store.interactions(100)))
+
+
+def test_a_caller_who_waited_too_long_moves_to_the_other_site_with_context(
+    mesh_pair: Callable[..., tuple[GatewayThread, GatewayThread, int]],
+    sipp_factory: Callable[..., peers.Sipp],
+) -> None:
+    sh, gz, carrier = mesh_pair({"max_wait": 2, "targets": ["guangzhou"]})
+    agent = _register_agent(sipp_factory, gz)
+    caller = _caller(sipp_factory, sh, carrier, talk_ms=8000)
+    t0 = time.time()
+    caller.start()
+    result = caller.wait(40)
+    assert result.ok, result.describe()
+    agent_result = agent.wait(15)
+    assert agent_result.ok, agent_result.describe()
+    lines = [ln for ln in agent_result.log_lines if "CONTEXT " in ln]
+    assert lines, agent_result.describe()
+    ctx = dict(kv.split("=", 1) for kv in lines[0].split("CONTEXT ", 1)[1].split())
+    assert ctx["site"] == "shanghai" and ctx["caller"] == "+8613800138000", ctx
+    arrival = float(ctx["arrival"])
+    assert t0 - 1 < arrival < t0 + 2, (t0, ctx)
+
+    sh.wait_for(lambda: len(sh.gw.store.interactions(10)) == 1, 10, "shanghai's record")
+    gz.wait_for(lambda: len(gz.gw.store.interactions(10)) == 1, 10, "guangzhou's record")
+    (out,) = _interactions(sh)
+    (inn,) = _interactions(gz)
+    assert out["outcome"] == "overflowed" and out["overflow_to"] == "guangzhou", out
+    assert inn["outcome"] == "answered" and inn["from_site"] == "shanghai", inn
+    assert out["handoff_id"] and out["handoff_id"] == inn["handoff_id"]
+    # The receiving site keeps the original arrival: the wait includes the time at Shanghai.
+    assert abs(inn["arrived_ts"] - out["arrived_ts"]) < 0.01
+    assert inn["answered_ts"] - inn["arrived_ts"] >= 2.0, inn
+    assert gz.call(lambda: gz.gw.cc.mesh.overflowed_in) == 1
+    assert sh.call(lambda: sh.gw.cc.mesh.overflowed_out) == 1
+
+
+def test_no_overflow_when_the_other_site_has_nobody_logged_in(
+    mesh_pair: Callable[..., tuple[GatewayThread, GatewayThread, int]],
+    sipp_factory: Callable[..., peers.Sipp],
+) -> None:
+    sh, gz, carrier = mesh_pair({"max_wait": 1, "targets": ["*"]}, gz_logged_in=False)
+    caller = _caller(sipp_factory, sh, carrier, talk_ms=8000)
+    caller.start()
+    sh.wait_for(lambda: sh.gw.cc.queues["support"].line.live_count() == 1, 10, "caller queued")
+    time.sleep(3.5)  # well past max_wait: the policy fires, but no site can take the call
+    assert sh.call(lambda: sh.gw.cc.queues["support"].line.live_count()) == 1
+    assert sh.call(lambda: sh.gw.cc.mesh.overflowed_out) == 0
+    assert gz.call(lambda: gz.gw.cc.mesh.overflowed_in) == 0
+    caller.stop()
