@@ -986,6 +986,15 @@ class B2bua:
                 return
             self._bridge_app_call(call, leg, resp)
             return
+        if (
+            status in (401, 407)
+            and leg.trunk is not None  # an overflow leg to another site: answer its challenge
+            and not leg.auth_tried
+            and not leg.ended
+            and call.state == "app"
+            and self._retry_with_auth(call, leg, resp)
+        ):
+            return
         was_ended = leg.ended
         leg.ended = True
         leg.status = status

@@ -123,7 +123,8 @@ class MeshSide:
         self.overflowed_out = 0
         self.overflowed_in = 0
         self.refused = 0
-        self.decision_ts: dict[str, float] = {}  # call id → monotonic time of the decision
+        self.decision_ts: dict[str, float] = {}  # call id → wall time of the decision
+        self.decisions: dict[str, float] = {}  # handoff id → wall time of the decision (last 1000)
         self._tasks: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ load out
@@ -225,7 +226,7 @@ class MeshSide:
                 if not targets:
                     self.retry_at[call_id] = now + RETRY_S
                     continue
-                self.decision_ts[call_id] = time.monotonic()
+                self.decision_ts[call_id] = time.time()
                 self.attempts[call_id] = _Attempt("", "", "")
                 task = centre.loop.create_task(self._overflow(contact, policy, targets))
                 self._tasks.add(task)
@@ -300,6 +301,9 @@ class MeshSide:
                     self.port.release(target.site, reply.handoff_id)
                     continue
                 self.attempts[call_id] = _Attempt(target.site, reply.handoff_id, label)
+                self.decisions[reply.handoff_id] = self.decision_ts.get(call_id, time.time())
+                if len(self.decisions) > 1000:
+                    del self.decisions[next(iter(self.decisions))]
                 log.info(
                     "[%s] overflowing to %s (handoff %s)", call_id, target.site, reply.handoff_id
                 )

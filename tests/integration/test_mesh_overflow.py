@@ -88,6 +88,10 @@ def mesh_pair(
                     "name": f"to-{other}",
                     "peers": [f"{SITES[other]}:{ports[other]}"],
                     "site": other,
+                    # digest both ways: each side challenges the other's INVITEs
+                    "username": "mesh-sh-gz",
+                    "password": "mesh-secret",
+                    "inbound_auth": True,
                 }
             )
             cfg["media"]["rtp_port_min"], cfg["media"]["rtp_port_max"] = _rtp(site)
