@@ -60,6 +60,29 @@ async def _run_site(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _run_hq(args: argparse.Namespace) -> int:
+    from gateway.hq.app import HqApp
+
+    cfg = load_config(args.config)
+    if cfg.hq is None:
+        raise ConfigError(cfg.source, "hq", "is required for `ccgw hq` (listen, database)")
+    hq = HqApp(cfg, listen=args.listen, http_port=args.http_port)
+    await hq.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    print(
+        f"ccgw hq {cfg.site.name}: grpc {hq.listen.rpartition(':')[0]}:{hq.port} "
+        f"http {cfg.hq.http.host if cfg.hq.http else '-'}:{hq.http_port}",
+        flush=True,
+    )
+    await stop.wait()
+    await hq.stop()
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ccgw`` console script."""
     parser = argparse.ArgumentParser(prog="ccgw", description=__doc__)
@@ -69,6 +92,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--config", required=True, help="sites/<site>.toml")
     run.add_argument("--sip-port", type=int, default=None, help="override sip.port (0 = free)")
     run.add_argument("--http-port", type=int, default=None, help="override http.port (0 = free)")
+    hq = sub.add_parser("hq", help="run the HQ service (central database, gRPC sync)")
+    hq.add_argument("--config", required=True, help="sites/hq.toml (needs an [hq] table)")
+    hq.add_argument("--listen", default=None, help="override hq.listen (ip:port, 0 = free)")
+    hq.add_argument("--http-port", type=int, default=None, help="override http.port (0 = free)")
+    sub.add_parser(
+        "certs", help="make a test CA and per-site certificates (ccgw certs --help)", add_help=False
+    )
     check = sub.add_parser("check-config", help="validate a site config and exit")
     check.add_argument("config")
     demo = sub.add_parser("demo", help="a site with a simulated carrier and agents")
@@ -76,7 +106,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--seconds", type=float, default=60.0, help="how long to run (0 = until Ctrl-C)"
     )
     demo.add_argument("--rate", type=float, default=0.5, help="carrier calls per second")
-    args = parser.parse_args(argv)
+    raw = list(sys.argv[1:] if argv is None else argv)
+    if raw[:1] == ["certs"]:
+        from gateway.mesh.tls import certs_command
+
+        return certs_command(raw[1:])
+    args = parser.parse_args(raw)
     quiet = args.command == "demo" and not args.verbose  # the demo's screen is its wallboard
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING if quiet else logging.INFO,
@@ -89,6 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "run":
             return _run(_run_site(args))
+        if args.command == "hq":
+            return _run(_run_hq(args))
         from gateway.demo import run_demo
 
         return _run(run_demo(args.seconds, args.rate))

@@ -143,6 +143,9 @@ class HqConfig:
     """As ``mesh.pki``: mutual TLS with every site; default none (plain gRPC)."""
     name: str = "hq"
     """Certificate name of the service; default ``hq``."""
+    http: HostPort | None = None
+    """``ip:port`` of the service's ``/healthz`` and ``/metrics`` (port 0 = a free one); default
+    none (no HTTP). Not ``[http]``: that is HQ's site gateway."""
 
 
 def _opt_float(t: _Table, name: str) -> float | None:
@@ -268,6 +271,7 @@ def parse_hq(t: _Table, base_dir: Path) -> HqConfig:
         database=database,
         pki=_folder(t, "pki", base_dir),
         name=t.string("name", "hq", pattern=_SITE_RE, what="a certificate name"),
+        http=_host_port(t, "http", any_port=True),
     )
     t.done()
     return cfg
