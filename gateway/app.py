@@ -24,12 +24,15 @@ from gateway.routing.dialplan import Destination, DialPlan, parse_destination
 from gateway.sip.digest import DigestAuthenticator
 from gateway.sip.peer import Peer
 from gateway.sip.transaction import TimerConfig
+from gateway.store.customers import ExportFilter, SiteCustomers
+from gateway.store.hlc import HlcClock
 from gateway.store.model import Cdr
 from gateway.store.sqlite import SqliteSiteStore
 from gateway.transport.endpoint import SipEndpoint
 from gateway.transport.tcp import TcpTransport
 from gateway.transport.udp import UdpTransport
 from gateway.web.api import cc_routes
+from gateway.web.customers import customer_routes, threaded_book
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +116,19 @@ class SiteGateway:
             break
         ep.transports["UDP"] = self.udp
         self.store = SqliteSiteStore(self._store_path)
+        mesh_cfg = cfg.mesh
+        if mesh_cfg is not None:
+            self.store.export_kinds = frozenset(mesh_cfg.export)
+        self.hlc = HlcClock(cfg.site.name, lambda: int(time.time() * 1000))
+        self.customers = SiteCustomers(
+            self.store,
+            cfg.site.name,
+            export_filter=ExportFilter(
+                customer_fields=frozenset(mesh_cfg.customer_fields)
+                if mesh_cfg is not None
+                else None
+            ),
+        )
         # One writer thread: commits happen off the event loop, in order (the store locks).
         self._writer = ThreadPoolExecutor(1, thread_name_prefix=f"store-{cfg.site.name}")
         self._notifications: set[asyncio.Task[None]] = set()
@@ -188,7 +204,15 @@ class SiteGateway:
         )
         ep.tu = self.b2bua
         self.cc: ContactCentre | None = None
+        self.mesh: Any = None  # gateway.mesh.node.MeshNode when [mesh] is set
         extra_routes: list[Any] = []
+        if cfg.mesh is not None and cfg.mesh.enabled:
+            from gateway.mesh.node import MeshNode
+
+            sip_host = cfg.sip.listen
+            self.mesh = MeshNode(
+                cfg, sip=f"{sip_host}:{self.sip_port}", http=f"{cfg.http.listen}:0"
+            )
         if cfg.queues or cfg.ivr:
             self.cc = ContactCentre(
                 loop,
@@ -197,10 +221,18 @@ class SiteGateway:
                 on_interaction=self._write_interaction,
                 on_voicemail=self._write_voicemail,
                 store=self.store,
+                mesh=self.mesh,
+                customers=self._customer_by_phone,
+                lookup=self.mesh.lookup if mesh_cfg is not None and mesh_cfg.hq else None,
             )
             self.b2bua.app = self.cc
             self.cc.start()
             extra_routes = cc_routes(self.cc, self.store)
+        extra_routes += customer_routes(
+            threaded_book(
+                self._in_writer, self.customers.search, self._upsert_customer, self._history
+            )
+        )
         self.edge.start(loop)
         self._cps_samples: deque[int] = deque([0], maxlen=11)
         self._cps_task = loop.create_task(self._sample_cps())
@@ -209,6 +241,16 @@ class SiteGateway:
 
         app = create_app(self.health, self.registry, extra_routes)
         self.http_runner, self.http_port = await start_http(app, cfg.http.listen, self._http_port)
+        if self.mesh is not None:
+            await self.mesh.start_sync(
+                self.store, self._in_writer, self.customers, self.registry, self.hlc
+            )
+            self.mesh.http = f"{cfg.http.listen}:{self.http_port}"
+            side = self.cc.mesh if self.cc is not None else None
+            await self.mesh.start(
+                side.loads if side is not None else list,
+                side.admit if side is not None else (lambda _ctx: "no_contact_centre"),
+            )
         self.started_at = time.time()
         log.info(
             "site %s: SIP on %s:%d (%s), HTTP on %s:%d",
@@ -311,6 +353,25 @@ class SiteGateway:
             return
         self._store_write(self.store.write_cdr, cdr, what=f"CDR of {rec.call_id}")
 
+    def _upsert_customer(
+        self, customer_id: str, fields: Mapping[str, Any], author: str
+    ) -> dict[str, Any]:
+        self.customers.upsert(customer_id, fields, author, clock=self.hlc)
+        record = self.customers.get(customer_id)
+        assert record is not None
+        return record
+
+    def _history(self, customer_id: str) -> list[dict[str, Any]]:
+        return [c.to_payload() for c in self.customers.history(customer_id)]
+
+    def _customer_by_phone(self, number: str) -> dict[str, Any] | None:
+        found = self.customers.by_phone(number)
+        return found[0] if found else None
+
+    async def _in_writer(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run a store call on the writer thread (in order with the writes) and wait for it."""
+        return await self.loop.run_in_executor(self._writer, fn, *args)
+
     def _store_write(self, fn: Callable[..., Any], *args: Any, what: str) -> None:
         """Run a store write on the writer thread: the event loop never waits for a commit."""
 
@@ -318,8 +379,11 @@ class SiteGateway:
             if fut.cancelled() or fut.exception() is not None:
                 self.store_errors += 1
                 log.error("could not write the %s: %r", what, fut.exception())
-            elif fn == self.store.write_cdr:
-                self.cdrs_written += 1
+            else:
+                if fn == self.store.write_cdr:
+                    self.cdrs_written += 1
+                if self.mesh is not None:
+                    self.mesh.notify_sync()  # committed: the sync client may send it now
 
         fut = self.loop.run_in_executor(self._writer, fn, *args)
         fut.add_done_callback(done)
@@ -439,6 +503,8 @@ class SiteGateway:
     async def stop(self) -> None:
         """End calls, close sockets and the store."""
         self._cps_task.cancel()
+        if self.mesh is not None:
+            await self.mesh.stop()
         await self.b2bua.close()
         await asyncio.sleep(0.05)
         await self.edge.stop()

@@ -9,9 +9,10 @@ record) and keeps the one timer each of them asks for.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -159,6 +160,8 @@ class ContactCentre:
         store: Any = None,
         clock: Callable[[], float] = time.time,
         mesh: MeshPort | None = None,
+        customers: Callable[[str], dict[str, Any] | None] | None = None,
+        lookup: Callable[[str], Awaitable[dict[str, Any] | None]] | None = None,
     ) -> None:
         self.loop = loop
         self.b2bua = b2bua
@@ -228,6 +231,10 @@ class ContactCentre:
         self.voicemail_dir = Path(cc.voicemail_dir)
         self._task: asyncio.Task[None] | None = None
         self.mesh: MeshSide | None = MeshSide(self, mesh) if mesh is not None else None
+        self.customers = customers  # caller number → this site's customer record, or None
+        self.lookup = lookup  # caller number → HQ's record (time-boxed), or None
+        self._lookups: set[asyncio.Task[None]] = set()
+        self.watchers: dict[str, set[asyncio.Queue[dict[str, Any]]]] = {}  # ext → event streams
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -299,6 +306,8 @@ class ContactCentre:
         if isinstance(handoff, str) and self.mesh is not None:
             hops = str(call.data.get("x-ccgw-hops", "1"))
             ctx = self.mesh.arrived(contact, handoff, int(hops) if hops.isdigit() else 1)
+        if ctx is None:
+            self._find_customer(contact)
         if isinstance(dest, ToFlow):
             self._start_ivr(contact, dest.name, now)
         elif isinstance(dest, ToQueue) and ctx is not None:
@@ -342,6 +351,7 @@ class ContactCentre:
         except NotQueued:
             pass
         q.figures.record_answered(call.a.call_id, now)
+        self._event(agent, "answered", contact)
         contact.record.agent = agent
         contact.record.answered_at = now
         contact.record.outcome = "answered"
@@ -546,7 +556,9 @@ class ContactCentre:
             priority=priority if priority is not None else 0,
             required_skills=required,
             language=contact.lang,
+            customer_id=contact.record.customer_id,
         )
+        entry = self._customer_entry(q, contact, entry, now)
         q.line.join(entry, now)
         q.figures.record_joined(call_id, now, contact.record.arrived_at)
         if contact.context is not None or contact.customer is not None:
@@ -556,6 +568,130 @@ class ContactCentre:
         contact.record.queued_at = now
         self._announce(contact, now, first=True)
         self.dispatch()
+
+    # ------------------------------------------------------------------ screen-pop
+
+    def call_context(self, call_id: str) -> dict[str, Any] | None:
+        """What an agent's screen shows for a call: caller, customer record, IVR choices, time
+        waited, and where it came from (another site's handoff), or None."""
+        contact = self.contacts.get(call_id)
+        if contact is None:
+            return None
+        record = contact.record
+        ctx = contact.context or {}
+        ivr = contact.ivr.record() if contact.ivr is not None else None
+        return {
+            "call_id": call_id,
+            "caller": ctx.get("caller", contact.call.caller),
+            "dialled": ctx.get("dialled", contact.call.callee),
+            "queue": contact.queue or record.queue,
+            "arrived_at": record.arrived_at,
+            "waited_s": round(max(0.0, self.clock() - record.arrived_at), 1),
+            "language": contact.lang,
+            "ivr_path": ivr.path_text() if ivr is not None else record.ivr_path,
+            "variables": dict(ivr.variables) if ivr is not None else dict(record.variables),
+            "customer": dict(contact.customer or {}),
+            "from_site": record.from_site,
+            "handoff_id": record.handoff_id,
+            "notes": ctx.get("notes", ""),
+        }
+
+    def offered_to(self, extension: str) -> dict[str, Any] | None:
+        """The context of the call ringing or connected at ``extension``, or None."""
+        try:
+            call_id = self.agents.get(extension).call_id
+        except AgentError:
+            return None
+        return self.call_context(call_id) if call_id else None
+
+    def watch(self, extension: str, queue: asyncio.Queue[dict[str, Any]]) -> None:
+        """Deliver ``extension``'s events (offer, answered) to ``queue`` (the agent desktop)."""
+        self.watchers.setdefault(extension, set()).add(queue)
+
+    def unwatch(self, extension: str, queue: asyncio.Queue[dict[str, Any]]) -> None:
+        """Stop delivering to ``queue``."""
+        self.watchers.get(extension, set()).discard(queue)
+
+    def _event(self, extension: str, kind: str, contact: _Contact) -> None:
+        queues = self.watchers.get(extension)
+        if not queues:
+            return
+        event = {
+            "event": kind,
+            "agent": extension,
+            **(self.call_context(contact.call.a.call_id) or {}),
+        }
+        for q in queues:
+            if q.full():  # a slow reader loses its oldest events, never blocks the call
+                q.get_nowait()
+            q.put_nowait(event)
+
+    # ------------------------------------------------------------------ customers
+
+    def _find_customer(self, contact: _Contact) -> None:
+        """The caller's record: this site's first, else HQ's within its time budget (the call
+        never waits for it: a record that arrives later still raises a waiting call)."""
+        number = contact.call.caller
+        record = None
+        if self.customers is not None:
+            try:
+                record = self.customers(number)
+            except Exception:
+                log.exception("[%s] customer look-up failed", contact.call.a.call_id)
+        if record is not None:
+            self._set_customer(contact, record)
+        elif self.lookup is not None and number and number != "anonymous":
+            task = self.loop.create_task(self._remote_customer(contact, number))
+            self._lookups.add(task)
+            task.add_done_callback(self._lookups.discard)
+
+    async def _remote_customer(self, contact: _Contact, number: str) -> None:
+        assert self.lookup is not None
+        try:
+            record = await self.lookup(number)
+        except Exception:
+            log.exception("[%s] HQ customer look-up failed", contact.call.a.call_id)
+            return
+        if record is not None and not contact.ended:
+            self._set_customer(contact, record)
+
+    def _set_customer(self, contact: _Contact, record: Mapping[str, Any]) -> None:
+        contact.customer = {k: v for k, v in record.items() if not k.startswith("_")}
+        contact.record.customer_id = str(record.get("customer_id") or "") or None
+        if contact.queue is None:
+            return
+        q = self.queues[contact.queue]
+        call_id = contact.call.a.call_id
+        try:
+            entry = q.line.get(call_id)
+        except NotQueued:
+            return
+        now = self.clock()
+        updated = self._customer_entry(q, contact, entry, now)
+        if updated is not entry:
+            q.line.update(updated)
+            contact.call.data["offer_headers"] = offer_headers(contact)
+            self.dispatch()
+
+    def _customer_entry(
+        self, q: _Queue, contact: _Contact, entry: QueueEntry, now: float
+    ) -> QueueEntry:
+        """A VIP customer waits at the queue's VIP priority; a customer with a named agent
+        who serves this queue is offered to that agent first, for ``sticky_s``."""
+        cust = contact.customer
+        if not cust:
+            return entry
+        changes: dict[str, Any] = {}
+        vip = bool(cust.get("vip")) or str(cust.get("tier", "")).lower() == "vip"
+        if vip and entry.priority < q.cfg.vip_priority:
+            changes["priority"] = q.cfg.vip_priority
+        named = cust.get("named_agent")
+        if named and named in q.policy.members and entry.sticky_agent is None:
+            changes["sticky_agent"] = str(named)
+            changes["sticky_until"] = now + float(q.cfg.sticky_s)
+        if cust.get("customer_id") and entry.customer_id is None:
+            changes["customer_id"] = str(cust["customer_id"])
+        return dataclasses.replace(entry, **changes) if changes else entry
 
     def _announce(self, contact: _Contact, now: float, *, first: bool = False) -> None:
         """Position and estimated wait, then music (RFC-free: what callers expect)."""
@@ -650,6 +786,7 @@ class ContactCentre:
             if self.b2bua.offer(contact.call, agent, ring):
                 contact.ringing.add(agent)
                 rung.append(agent)
+                self._event(agent, "offer", contact)
             else:
                 self._agent_input(self.agents.leg_failed, agent, now, offer.call_id)
         if rung:  # the caller keeps hearing the queue's music while the phones ring

@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from gateway.config import SiteConfig
 from gateway.hq.service import HqServer
-from gateway.hq.store import CentralStore, open_central_store
+from gateway.hq.store import CentralStore, SyncEntry, open_central_store
 from gateway.metrics import Registry
+from gateway.store.hlc import HlcClock
+from gateway.store.merge import CustomerChange
 
 __all__ = ["HqApp"]
 
 log = logging.getLogger(__name__)
+
+EDITOR = "central"
+"""The origin of changes made at HQ itself (not by a site: HQ's own site gateway syncs as
+``hq``, with its own sequence)."""
 
 
 class HqApp:
@@ -47,6 +55,8 @@ class HqApp:
         self.http_port = 0
         self.port = 0
         self.started_at = time.time()
+        self.hlc = HlcClock(EDITOR, lambda: int(time.time() * 1000))
+        self._edit_lock = asyncio.Lock()
 
     async def start(self) -> None:
         """Open (and migrate) the database, then serve gRPC and HTTP."""
@@ -59,10 +69,11 @@ class HqApp:
         self.server = HqServer(self.store, listen=self.listen, credentials=credentials)
         self.port = await self.server.start()
         self.server.register_metrics(self.registry)
+        from gateway.web.customers import customer_routes
         from gateway.web.server import create_app, start_http
 
         if self._http_host is not None:
-            app = create_app(self.health, self.registry)
+            app = create_app(self.health, self.registry, customer_routes(_HqBook(self)))
             self.http_runner, self.http_port = await start_http(
                 app, self._http_host, self._http_port
             )
@@ -96,3 +107,35 @@ class HqApp:
             await self.http_runner.cleanup()
         if self.store is not None:
             await self.store.close()
+
+
+class _HqBook:
+    """Customer records as HQ edits them: a change made at HQ is applied like a site's (origin
+    :data:`EDITOR`, its own sequence), then pushed to the sites that serve the customer."""
+
+    def __init__(self, app: HqApp) -> None:
+        self.app = app
+
+    async def search(self, criteria: Mapping[str, str], limit: int) -> list[dict[str, Any]]:
+        assert self.app.store is not None
+        return await self.app.store.lookup_customers(**criteria, limit=limit)
+
+    async def upsert(
+        self, customer_id: str, fields: Mapping[str, Any], author: str
+    ) -> dict[str, Any]:
+        app = self.app
+        assert app.store is not None and app.server is not None
+        async with app._edit_lock:
+            change = CustomerChange(customer_id, dict(fields), app.hlc.tick(), EDITOR, author)
+            seq = await app.store.high_water(EDITOR) + 1
+            entry = SyncEntry(seq, "customer", change.to_payload(), time.time())
+            await app.store.apply_batch(EDITOR, [entry])
+        app.server.notify_changes()
+        found = await app.store.lookup_customers(customer_id=customer_id, limit=1)
+        return found[0] if found else {}
+
+    async def history(self, customer_id: str) -> list[dict[str, Any]]:
+        store = self.app.store
+        assert store is not None
+        history = getattr(store, "customer_history", None)
+        return list(await history(customer_id)) if history is not None else []

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,12 @@ from gateway.config import SiteConfig
 from gateway.mesh.etcd import connect
 from gateway.mesh.handoff import Customer, HandoffClient, HandoffContext, HandoffServer
 from gateway.mesh.registry import MeshView, QueueLoad, SiteRecord, SiteRegistry
+from gateway.mesh.sync import CustomerFeed, SyncClient, lookup
+from gateway.metrics import Registry
 from gateway.routing.overflow import RemoteQueue
+from gateway.store.customers import SiteCustomers
+from gateway.store.hlc import HlcClock
+from gateway.store.sqlite import SqliteSiteStore
 
 __all__ = ["MeshNode", "context_from_dict", "context_to_dict"]
 
@@ -115,6 +120,11 @@ class MeshNode:
         self._admit: Callable[[Mapping[str, Any]], str | None] = lambda _ctx: "not_ready"
         self._tasks: set[asyncio.Task[Any]] = set()
         self.reserve_ms: list[float] = []  # recent Reserve round trips (for figures)
+        self.sync: SyncClient | None = None
+        self.feed: CustomerFeed | None = None
+        self._customers: SiteCustomers | None = None
+        self._channel_creds: Any = None
+        self._hlc: HlcClock | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -170,8 +180,76 @@ class MeshNode:
             )
             await self.registry.start()
 
+    async def start_sync(
+        self,
+        store: SqliteSiteStore,
+        run: Callable[..., Awaitable[Any]],
+        customers: SiteCustomers,
+        registry: Registry,
+        hlc: HlcClock,
+    ) -> None:
+        """Stream the outbox to HQ and apply HQ's customer changes (with ``[mesh] hq``).
+        ``run(fn, *args)`` runs a store call on the site's writer thread."""
+        if self.mesh.hq is None:
+            return
+        _, channel_creds = self._credentials()
+        target = str(self.mesh.hq)
+
+        async def peek(after: int, limit: int) -> list[Any]:
+            return list(await run(store.outbox_peek, after, limit))
+
+        async def trim(upto: int) -> int:
+            return int(await run(store.outbox_trim, upto))
+
+        async def depth() -> int:
+            return int(await run(store.outbox_depth))
+
+        self.sync = SyncClient(
+            self.site,
+            target,
+            channel_creds,
+            peek=peek,
+            trim=trim,
+            depth=depth,
+            batch=self.mesh.sync_batch,
+        )
+        self.sync.register_metrics(registry)
+        await self.sync.start()
+        self._customers = customers
+        self._hlc = hlc
+
+        def apply(record: dict[str, Any]) -> None:
+            customers.apply_remote_record(record, clock=hlc)
+
+        async def on_update(rev: int, record: dict[str, Any]) -> None:
+            await run(apply, record)
+
+        self.feed = CustomerFeed(
+            self.site, target, channel_creds, on_update=on_update, channel=self.sync.channel
+        )
+        await self.feed.start()
+
+    def notify_sync(self) -> None:
+        """A write was committed: the sync client may send it at once."""
+        if self.sync is not None:
+            self.sync.notify()
+
+    async def lookup(self, phone: str) -> dict[str, Any] | None:
+        """HQ's record of the customer calling from ``phone``, within ``lookup_budget``;
+        None when unknown, too slow or HQ is unreachable (the call never waits longer)."""
+        if self.sync is None or self.sync.channel is None:
+            return None
+        found = await lookup(
+            self.sync.channel, phone=phone, site=self.site, budget_s=self.mesh.lookup_budget
+        )
+        return found[0] if found else None
+
     async def stop(self) -> None:
         """Leave the registry (at once: the lease is revoked) and stop serving."""
+        if self.feed is not None:
+            await self.feed.stop()
+        if self.sync is not None:
+            await self.sync.stop()
         if self.registry is not None:
             await self.registry.stop()
         if self.server is not None:

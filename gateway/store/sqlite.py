@@ -116,8 +116,15 @@ class SqliteSiteStore:
                 raise
             self._conn.execute("COMMIT")
 
+    export_kinds: frozenset[str] | None = None
+    """Record kinds that go to HQ (``[mesh] export``); ``None``: all. Others get no outbox
+    entry at all: they stay at the site."""
+
     def append_outbox(self, conn: sqlite3.Connection, kind: str, payload: dict[str, Any]) -> int:
-        """Add an outbox entry inside an open :meth:`transaction`; return its ``seq``."""
+        """Add an outbox entry inside an open :meth:`transaction`; return its ``seq`` (0 when
+        ``kind`` is not exported)."""
+        if self.export_kinds is not None and kind not in self.export_kinds:
+            return 0
         text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
         cur = conn.execute(_INSERT_OUTBOX, (kind, text, self._clock()))
         assert cur.lastrowid is not None

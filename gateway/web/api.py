@@ -7,6 +7,9 @@
     GET  /api/interactions?limit=N        the newest contact records
     GET  /api/voicemail?box=B             voicemail messages (metadata)
     GET  /api/voicemail/{id}.wav          one message's audio
+    GET  /api/calls/{call_id}/context     screen-pop: caller, customer, IVR choices, wait, origin
+    GET  /api/agents/{ext}/offer          the context of the call at an agent now
+    GET  /api/agents/{ext}/events         server-sent events: offer / answered, with the context
 
 Errors are JSON ``{"error", "status", "reason"}`` (404 unknown queue/agent/message, 409 a state
 change that is not possible now, 400 a bad command).
@@ -14,7 +17,9 @@ change that is not possible now, 400 a bad command).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -28,6 +33,7 @@ from gateway.store.sqlite import SqliteSiteStore
 from .server import error_response
 
 _COMMANDS = ("login", "logout", "pause", "unpause")
+_HEARTBEAT_S = 15.0
 
 
 def _agent_json(view: AgentView) -> dict[str, Any]:
@@ -100,7 +106,51 @@ def cc_routes(cc: ContactCentre, store: SqliteSiteStore) -> list[web.RouteDef]:
             return error_response(404, "no such message")
         return web.FileResponse(rows[0]["path"], headers={"Content-Type": "audio/wav"})
 
+    async def call_context(request: web.Request) -> web.Response:
+        ctx = cc.call_context(request.match_info["call_id"])
+        if ctx is None:
+            return error_response(404, "no such call in the contact centre")
+        return web.json_response(ctx)
+
+    async def agent_offer(request: web.Request) -> web.Response:
+        ext = request.match_info["ext"]
+        if ext not in {a.extension for a in cc.agents.snapshot()}:
+            return error_response(404, f"no agent {ext!r}")
+        ctx = cc.offered_to(ext)
+        if ctx is None:
+            return error_response(404, f"no call at {ext!r} now")
+        return web.json_response(ctx)
+
+    async def agent_events(request: web.Request) -> web.StreamResponse:
+        ext = request.match_info["ext"]
+        if ext not in {a.extension for a in cc.agents.snapshot()}:
+            return error_response(404, f"no agent {ext!r}")
+        resp = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"}
+        )
+        await resp.prepare(request)
+        events: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=64)
+        cc.watch(ext, events)
+        try:
+            await resp.write(b": ccgw agent events\n\n")
+            while True:
+                try:
+                    event = await asyncio.wait_for(events.get(), _HEARTBEAT_S)
+                except TimeoutError:
+                    await resp.write(b": keep-alive\n\n")
+                    continue
+                data = json.dumps(event, ensure_ascii=False)
+                await resp.write(f"event: {event['event']}\ndata: {data}\n\n".encode())
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            cc.unwatch(ext, events)
+        return resp
+
     return [
+        web.get("/api/calls/{call_id}/context", call_context),
+        web.get("/api/agents/{ext}/offer", agent_offer),
+        web.get("/api/agents/{ext}/events", agent_events),
         web.get("/api/queues", queues),
         web.get("/api/queues/{name}", queue),
         web.get("/api/agents", agents),
