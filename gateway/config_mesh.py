@@ -253,7 +253,7 @@ def parse_mesh(t: _Table, base_dir: Path) -> MeshConfig:
 
 def parse_hq(t: _Table, base_dir: Path) -> HqConfig:
     """The ``[hq]`` table."""
-    listen = _host_port(t, "listen")
+    listen = _host_port(t, "listen", any_port=True)
     if listen is None:
         raise t.error("listen", "is required: the gRPC service's ip:port")
     database: str = t.string("database", None)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config import SiteConfig
-from gateway.hq.service import HqServer
+from gateway.hq.service import EDITOR, HqServer
 from gateway.hq.store import CentralStore, SyncEntry, open_central_store
 from gateway.metrics import Registry
 from gateway.store.hlc import HlcClock
@@ -19,10 +19,6 @@ from gateway.store.merge import CustomerChange
 __all__ = ["HqApp"]
 
 log = logging.getLogger(__name__)
-
-EDITOR = "central"
-"""The origin of changes made at HQ itself (not by a site: HQ's own site gateway syncs as
-``hq``, with its own sequence)."""
 
 
 class HqApp:

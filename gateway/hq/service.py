@@ -51,6 +51,11 @@ SERVER_OPTIONS: Final = (
 )
 
 
+EDITOR = "central"
+"""The origin of changes made at HQ itself (``ccgw hq``'s REST API), not by a site; HQ's own
+site gateway syncs as its site name, with its own sequence."""
+
+
 def serves(site: str, customer: Mapping[str, Any], regions: Collection[str] = ()) -> bool:
     """Whether ``site`` should receive a change to ``customer`` (a merged record, see
     :mod:`gateway.store.merge`).
@@ -58,7 +63,7 @@ def serves(site: str, customer: Mapping[str, Any], regions: Collection[str] = ()
     A site serves a customer it has written to (a ``"site"`` in the record's ``"_stamps"``), one
     the record names (``"sites"`` list, ``"site"`` or ``"home_site"``), and one whose ``"region"``
     is the site's name or one of its ``regions``. A record with neither sites nor a region goes to
-    every site.
+    every site (edits made at HQ itself, :data:`EDITOR`, name no site).
     """
     named: set[str] = set()
     sites = customer.get("sites")
@@ -71,8 +76,9 @@ def serves(site: str, customer: Mapping[str, Any], regions: Collection[str] = ()
     stamps = customer.get("_stamps")
     if isinstance(stamps, Mapping):
         for stamp in stamps.values():
-            if isinstance(stamp, Mapping) and isinstance(stamp.get("site"), str):
-                named.add(stamp["site"])
+            site_of = stamp.get("site") if isinstance(stamp, Mapping) else None
+            if isinstance(site_of, str) and site_of != EDITOR:  # HQ's own edits name no site
+                named.add(site_of)
     region = customer.get("region")
     if not named and not region:
         return True
