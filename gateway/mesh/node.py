@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.cc.mesh_side import Reservation
-from gateway.config import SiteConfig
+from gateway.config import ConfigError, SiteConfig
 from gateway.mesh.etcd import connect
 from gateway.mesh.handoff import Customer, HandoffClient, HandoffContext, HandoffServer
 from gateway.mesh.registry import MeshView, QueueLoad, SiteRecord, SiteRegistry
@@ -134,6 +134,15 @@ class MeshNode:
         from gateway.mesh.tls import channel_credentials, server_credentials
 
         pki = Path(self.mesh.pki)
+        for name in ("ca.pem", f"{self.site}.pem", f"{self.site}-key.pem"):
+            if not (pki / name).is_file():
+                host = self.sip.rpartition(":")[0]
+                raise ConfigError(
+                    self.cfg.source,
+                    "mesh.pki",
+                    f"{pki / name} is missing; make the certificates with: "
+                    f"ccgw certs --dir {pki} --ca --site {self.site}:{host}",
+                )
         return server_credentials(pki, self.site), channel_credentials(pki, self.site)
 
     async def start(

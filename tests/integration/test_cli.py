@@ -30,6 +30,16 @@ def _site_toml(tmp_path: Path, **sip: object) -> Path:
     text = (ROOT / "sites" / "shanghai.toml").read_text()
     text = text.replace('listen = "127.0.0.2"', 'listen = "127.0.0.1"')
     text = text.replace('path = "../var/shanghai.db"', f'path = "{tmp_path / "sh.db"}"')
+    # The mesh: certificates made as a user would; etcd and HQ are not running (the site
+    # serves its own callers anyway); the handoff server on a free port.
+    text = text.replace('pki = "../var/pki"', f'pki = "{tmp_path / "pki"}"')
+    text = text.replace('handoff_listen = "127.0.0.2:7402"', 'handoff_listen = "127.0.0.1:0"')
+    etcd = peers.free_port("127.0.0.1", "tcp")  # nothing listens there
+    text = text.replace('etcd = ["127.0.0.1:2379"]', f'etcd = ["127.0.0.1:{etcd}"]')
+    hq = peers.free_port("127.0.0.1", "tcp")
+    text = text.replace('hq = "127.0.0.1:7400"', f'hq = "127.0.0.1:{hq}"')
+    certs = [*CCGW, "certs", "--dir", str(tmp_path / "pki"), "--ca", "--site", "shanghai"]
+    subprocess.run(certs, env=_env(), check=True, capture_output=True, timeout=60)
     path = tmp_path / "shanghai.toml"
     path.write_text(text)
     return path
@@ -126,3 +136,14 @@ def test_demo_runs_calls_end_to_end_and_exits_cleanly() -> None:
     # Four callers reach the sales queue; its two agents (baresip) take at least two.
     assert offered >= 4 and answered >= 2, summary
     assert "sales: waiting" in res.stdout
+
+
+def test_a_site_without_its_certificates_says_how_to_make_them(tmp_path: Path) -> None:
+    cfg = _site_toml(tmp_path)
+    shutil.rmtree(tmp_path / "pki")
+    res = subprocess.run(
+        [*CCGW, "run", "--config", str(cfg), "--sip-port", "0", "--http-port", "0"],
+        env=_env(), capture_output=True, text=True, timeout=30, cwd=tmp_path,
+    )  # fmt: skip
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "mesh.pki" in res.stderr and "ccgw certs --dir" in res.stderr, res.stderr
