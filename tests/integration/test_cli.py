@@ -121,21 +121,27 @@ def test_a_bad_config_names_the_key_and_exits_non_zero(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(
-    shutil.which("sipp") is None or shutil.which("baresip") is None, reason="needs sipp and baresip"
+    any(shutil.which(t) is None for t in ("sipp", "baresip", "etcd")),
+    reason="needs sipp, baresip and etcd",
 )
 def test_demo_runs_calls_end_to_end_and_exits_cleanly() -> None:
     res = subprocess.run(
         [*CCGW, "demo", "--seconds", "4", "--rate", "1"],
-        env=_env(), capture_output=True, text=True, timeout=90,
+        env=_env(), capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     summary = res.stdout.strip().splitlines()[-1]
     assert summary.startswith("demo: "), summary
     offered = int(summary.split()[1])
     answered = int(summary.split(",")[1].split()[0])
-    # Four callers reach the sales queue; its two agents (baresip) take at least two.
+    # Four callers reach Shanghai's service queue; the mesh's agents (baresip) take them.
     assert offered >= 4 and answered >= 2, summary
-    assert "sales: waiting" in res.stdout
+    records = int(summary.split(",")[-1].split()[0])
+    assert records >= 2, summary  # the sites' records reached HQ
+    board = res.stdout
+    assert "etcd up" in board and "site       waiting" in board, board[-3000:]
+    for site in ("hq ", "shanghai ", "guangzhou "):
+        assert f"\n{site}" in board, board[-3000:]
 
 
 def test_a_site_without_its_certificates_says_how_to_make_them(tmp_path: Path) -> None:
