@@ -141,6 +141,7 @@ _ROW_KINDS: Final[Mapping[str, _RowKind]] = {
             ("customer_id", str),
             ("queue", str),
             ("agent", str),
+            ("handoff_id", str),
         ),
     ),
     "voicemail": _RowKind(

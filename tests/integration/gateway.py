@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import json
 import random
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,6 +21,7 @@ import uvloop
 
 from gateway.app import SiteGateway
 from gateway.config import parse_config
+from gateway.hq.app import HqApp
 
 T = TypeVar("T")
 
@@ -193,3 +196,50 @@ TEST_IVR: dict[str, Any] = {
         }
     },
 }
+
+
+class HqThread:
+    """:class:`HqApp` on its own loop in a thread (stop() and start() again: a restart)."""
+
+    def __init__(self, doc: dict[str, Any]) -> None:
+        self.cfg = parse_config(doc, source="<hq>", env={})
+        self.loop = uvloop.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+        self.app: HqApp | None = None
+        self.listen = "127.0.0.1:0"
+
+    def run(self, coro: Any, timeout: float = 15.0) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def start(self) -> HqThread:
+        self.app = HqApp(self.cfg, listen=self.listen, http_port=0)
+        self.run(self.app.start())
+        self.listen = f"127.0.0.1:{self.app.port}"  # a restart binds the same port
+        return self
+
+    def stop(self) -> None:
+        if self.app is not None:
+            self.run(self.app.stop())
+            self.app = None
+
+    def close(self) -> None:
+        self.stop()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
+        self.loop.close()
+
+    def counts(self) -> dict[str, int]:
+        assert self.app is not None and self.app.store is not None
+        return dict(self.run(self.app.store.counts()))
+
+    def api(self, path: str, body: dict[str, Any] | None = None) -> Any:
+        assert self.app is not None
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.app.http_port}{path}",
+            data=None if body is None else json.dumps(body).encode(),
+            method="GET" if body is None else "POST",
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return json.loads(r.read())

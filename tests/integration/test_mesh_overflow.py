@@ -17,7 +17,7 @@ import pytest
 
 from . import peers
 from .etcd_server import ETCD_BIN, EtcdServer
-from .gateway import AGENTS, TEST_IVR, GatewayThread, site_config
+from .gateway import AGENTS, TEST_IVR, GatewayThread, HqThread, site_config
 
 pytestmark = pytest.mark.integration
 
@@ -58,7 +58,7 @@ def mesh_pair(
     started: list[GatewayThread] = []
 
     def make(
-        overflow: dict[str, Any] | None, *, gz_logged_in: bool = True
+        overflow: dict[str, Any] | None, *, gz_logged_in: bool = True, hq: HqThread | None = None
     ) -> tuple[GatewayThread, GatewayThread, int]:
         ports = {s: peers.free_port(ip, "both") for s, ip in SITES.items()}
         carrier = peers.free_port("127.0.0.1", "udp")
@@ -80,6 +80,7 @@ def mesh_pair(
                         "load_interval": 0.2,
                         "handoff_listen": f"{ip}:0",
                         "reservation_ttl": 5,
+                        **({"hq": hq.listen} if hq is not None else {}),
                     },
                 },
             )
@@ -151,11 +152,22 @@ def _interactions(gw: GatewayThread) -> list[dict[str, Any]]:
     return list(gw.call(lambda: gw.gw.store.interactions(100)))
 
 
+@pytest.fixture
+def hq(tmp_path: Path) -> Iterator[HqThread]:
+    doc = site_config(("127.0.0.1", 9), tmp_path / "hq-site.db")
+    doc["site"] = {"name": "hq"}
+    doc["hq"] = {"listen": "127.0.0.1:0", "database": f"sqlite:///{tmp_path / 'central.db'}"}
+    server = HqThread(doc).start()
+    yield server
+    server.close()
+
+
 def test_a_caller_who_waited_too_long_moves_to_the_other_site_with_context(
     mesh_pair: Callable[..., tuple[GatewayThread, GatewayThread, int]],
     sipp_factory: Callable[..., peers.Sipp],
+    hq: HqThread,
 ) -> None:
-    sh, gz, carrier = mesh_pair({"max_wait": 2, "targets": ["guangzhou"]})
+    sh, gz, carrier = mesh_pair({"max_wait": 2, "targets": ["guangzhou"]}, hq=hq)
     agent = _register_agent(sipp_factory, gz)
     caller = _caller(sipp_factory, sh, carrier, talk_ms=8000)
     t0 = time.time()
@@ -183,6 +195,18 @@ def test_a_caller_who_waited_too_long_moves_to_the_other_site_with_context(
     assert inn["answered_ts"] - inn["arrived_ts"] >= 2.0, inn
     assert gz.call(lambda: gz.gw.cc.mesh.overflowed_in) == 1
     assert sh.call(lambda: sh.gw.cc.mesh.overflowed_out) == 1
+    # At HQ the two legs' records are linked by the handoff id.
+    for gw in (sh, gz):
+        gw.wait_for(lambda gw=gw: gw.gw.store.outbox_depth() == 0, 10, "records synced")
+    assert hq.app is not None and hq.app.store is not None
+    rows = hq.run(_hq_interactions(hq.app.store, out["handoff_id"]))
+    assert sorted(r[0] for r in rows) == ["guangzhou", "shanghai"], rows
+
+
+async def _hq_interactions(store: Any, handoff_id: str) -> list[tuple[str, str]]:
+    conn = store._conn  # SqliteCentralStore: read on its worker thread
+    sql = "SELECT site, call_id FROM interactions WHERE handoff_id = ?"
+    return await store._run(lambda: list(conn.execute(sql, (handoff_id,))))
 
 
 def test_no_overflow_when_the_other_site_has_nobody_logged_in(

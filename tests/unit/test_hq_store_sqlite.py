@@ -98,7 +98,7 @@ def customer(
 
 def test_open_applies_migrations_once(backend: Backend) -> None:
     async def body(store: CentralStore) -> None:
-        assert getattr(store, "applied", None) == [1]
+        assert getattr(store, "applied", None) == [1, 2]
         again = await backend.open()
         try:
             assert getattr(again, "applied", None) == []
