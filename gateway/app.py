@@ -242,6 +242,8 @@ class SiteGateway:
         app = create_app(self.health, self.registry, extra_routes)
         self.http_runner, self.http_port = await start_http(app, cfg.http.listen, self._http_port)
         if self.mesh is not None:
+            if self.cc is not None and self.cc.mesh is not None:
+                self.mesh.on_policy = self.cc.mesh.apply_policy
             await self.mesh.start_sync(
                 self.store, self._in_writer, self.customers, self.registry, self.hlc
             )

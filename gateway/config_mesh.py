@@ -275,3 +275,27 @@ def parse_hq(t: _Table, base_dir: Path) -> HqConfig:
     )
     t.done()
     return cfg
+
+
+POLICIES: Final = ("overflow",)
+"""Policy names HQ may publish under ``/ccgw/config/`` (``docs/mesh.md``)."""
+
+
+def parse_policy(name: str, doc: dict[str, object]) -> dict[str, OverflowConfig]:
+    """Validate a policy HQ publishes for every site (``/ccgw/config/<name>``).
+
+    ``overflow``: queue name → an ``overflow`` table as in a site's ``[[queues]]``; it replaces
+    that queue's own overflow rules at every site that has the queue. ``ValueError`` (a
+    :class:`~gateway.config.ConfigError` naming the key) when anything is wrong.
+    """
+    from gateway.config import ConfigError, _Table
+
+    source = f"/ccgw/config/{name}"
+    if name not in POLICIES:
+        raise ConfigError(source, "", f"unknown policy (known: {', '.join(POLICIES)})")
+    out: dict[str, OverflowConfig] = {}
+    for queue, table in doc.items():
+        if not _NAME_RE.fullmatch(queue):
+            raise ConfigError(source, queue, "is not a queue name ([a-z0-9_-]+)")
+        out[queue] = parse_overflow(_Table(table, queue, source))
+    return out

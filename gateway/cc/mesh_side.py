@@ -102,12 +102,31 @@ class MeshSide:
         self.centre = centre
         self.port = port
         self.policies: dict[str, OverflowPolicy] = {}
-        for q in centre.cfg.queues:
-            o = q.overflow
+        self.apply_policy("overflow", None)
+        self.attempts: dict[str, _Attempt] = {}  # call id → overflow leg in flight
+        self.retry_at: dict[str, float] = {}  # call id → no new attempt before
+        self.overflowed_out = 0
+        self.overflowed_in = 0
+        self.refused = 0
+        self.decision_ts: dict[str, float] = {}  # call id → wall time of the decision
+        self.decisions: dict[str, float] = {}  # handoff id → wall time of the decision (last 1000)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def apply_policy(self, name: str, value: object) -> None:
+        """Apply a policy HQ published (``value`` from
+        :func:`gateway.config_mesh.parse_policy`), or with ``None`` return to this site's own
+        configuration. Only ``overflow`` is known; queues this site lacks are ignored."""
+        if name != "overflow":
+            return
+        own = {q.name: q.overflow for q in self.centre.cfg.queues}
+        published: Mapping[str, Any] = value if isinstance(value, Mapping) else {}
+        policies: dict[str, OverflowPolicy] = {}
+        for queue, mine in own.items():
+            o = published.get(queue, mine)
             if o is None or not o.enabled:
                 continue
-            self.policies[q.name] = OverflowPolicy(
-                queue=q.name,
+            policies[queue] = OverflowPolicy(
+                queue=queue,
                 max_ewt_s=o.max_ewt,
                 max_waiting=o.max_waiting,
                 max_wait_s=o.max_wait,
@@ -118,14 +137,9 @@ class MeshSide:
                 max_hops=o.max_hops,
                 min_gain_s=o.min_gain,
             )
-        self.attempts: dict[str, _Attempt] = {}  # call id → overflow leg in flight
-        self.retry_at: dict[str, float] = {}  # call id → no new attempt before
-        self.overflowed_out = 0
-        self.overflowed_in = 0
-        self.refused = 0
-        self.decision_ts: dict[str, float] = {}  # call id → wall time of the decision
-        self.decisions: dict[str, float] = {}  # handoff id → wall time of the decision (last 1000)
-        self._tasks: set[asyncio.Task[None]] = set()
+        if value is not None:
+            log.info("overflow policy from HQ applied to %s", sorted(set(published) & set(own)))
+        self.policies = policies
 
     # ------------------------------------------------------------------ load out
 

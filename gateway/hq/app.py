@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Mapping
@@ -69,7 +70,10 @@ class HqApp:
         from gateway.web.server import create_app, start_http
 
         if self._http_host is not None:
-            app = create_app(self.health, self.registry, customer_routes(_HqBook(self)))
+            routes = customer_routes(_HqBook(self))
+            if self.cfg.mesh is not None and self.cfg.mesh.etcd:
+                routes += policy_routes(self.cfg.mesh.etcd)
+            app = create_app(self.health, self.registry, routes)
             self.http_runner, self.http_port = await start_http(
                 app, self._http_host, self._http_port
             )
@@ -103,6 +107,55 @@ class HqApp:
             await self.http_runner.cleanup()
         if self.store is not None:
             await self.store.close()
+
+
+def policy_routes(endpoints: tuple[str, ...]) -> list[Any]:
+    """``GET /api/policies`` and ``PUT /api/policies/{name}``: the routing policy HQ publishes
+    to every site through etcd (validated here first; each site validates again and keeps its
+    last good one if it refuses)."""
+    from aiohttp import web
+
+    from gateway.config_mesh import parse_policy
+    from gateway.mesh.etcd import EtcdUnavailable, connect
+    from gateway.mesh.registry import CONFIG_PREFIX, publish_policy
+    from gateway.web.server import error_response
+
+    async def listing(request: web.Request) -> web.Response:
+        try:
+            client = await connect(endpoints)
+            try:
+                items, _ = await client.get_prefix(CONFIG_PREFIX)
+            finally:
+                await client.close()
+        except EtcdUnavailable as exc:
+            return error_response(503, f"etcd unreachable: {exc}")
+        prefix = CONFIG_PREFIX
+        return web.json_response({k[len(prefix) :]: json.loads(v) for k, v in items})
+
+    async def publish(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        try:
+            doc = await request.json()
+        except ValueError:
+            return error_response(400, "the body is not JSON")
+        if not isinstance(doc, dict):
+            return error_response(400, "a policy is a JSON object")
+        try:
+            parse_policy(name, doc)
+        except ValueError as exc:
+            return error_response(400, str(exc))
+        try:
+            client = await connect(endpoints)
+            try:
+                await publish_policy(client, name, doc)
+            finally:
+                await client.close()
+        except EtcdUnavailable as exc:
+            return error_response(503, f"etcd unreachable: {exc}")
+        log.info("published policy %s: %s", name, sorted(doc))
+        return web.json_response({"published": name})
+
+    return [web.get("/api/policies", listing), web.put("/api/policies/{name}", publish)]
 
 
 class _HqBook:

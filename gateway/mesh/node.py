@@ -18,6 +18,7 @@ from typing import Any
 
 from gateway.cc.mesh_side import Reservation
 from gateway.config import ConfigError, SiteConfig
+from gateway.config_mesh import parse_policy
 from gateway.mesh.etcd import connect
 from gateway.mesh.handoff import Customer, HandoffClient, HandoffContext, HandoffServer
 from gateway.mesh.registry import MeshView, QueueLoad, SiteRecord, SiteRegistry
@@ -125,6 +126,8 @@ class MeshNode:
         self._customers: SiteCustomers | None = None
         self._channel_creds: Any = None
         self._hlc: HlcClock | None = None
+        self.on_policy: Callable[[str, object], None] | None = None
+        """Called with each policy HQ publishes (validated) or ``None`` when it is withdrawn."""
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -186,6 +189,8 @@ class MeshNode:
                 ttl=mesh.lease_ttl,
                 load_interval=mesh.load_interval,
                 load_source=self._queue_loads,
+                policy_validator=parse_policy,
+                on_policy=self._policy,
             )
             await self.registry.start()
 
@@ -287,6 +292,10 @@ class MeshNode:
                 )
             )
         return out
+
+    def _policy(self, name: str, value: object) -> None:
+        if self.on_policy is not None:
+            self.on_policy(name, value)
 
     def _admit_ctx(self, ctx: HandoffContext) -> str | None:
         return self._admit(context_to_dict(ctx))

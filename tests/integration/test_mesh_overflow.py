@@ -8,7 +8,10 @@ interaction records share the handoff id and the original arrival time.
 
 from __future__ import annotations
 
+import json
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -222,3 +225,66 @@ def test_no_overflow_when_the_other_site_has_nobody_logged_in(
     assert sh.call(lambda: sh.gw.cc.mesh.overflowed_out) == 0
     assert gz.call(lambda: gz.gw.cc.mesh.overflowed_in) == 0
     caller.stop()
+
+
+def _put(url: str, doc: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    req = urllib.request.Request(
+        url,
+        data=json.dumps(doc).encode(),
+        method="PUT",
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_hq_publishes_the_overflow_rule_and_sites_apply_it_live(
+    mesh_pair: Callable[..., tuple[GatewayThread, GatewayThread, int]],
+    sipp_factory: Callable[..., peers.Sipp],
+    etcd: EtcdServer,
+    tmp_path: Path,
+) -> None:
+    doc = site_config(("127.0.0.1", 9), tmp_path / "hq-site.db")
+    doc["site"] = {"name": "hq"}
+    doc["hq"] = {
+        "listen": "127.0.0.1:0",
+        "database": f"sqlite:///{tmp_path / 'central.db'}",
+        "http": "127.0.0.1:0",
+    }
+    doc["mesh"] = {"etcd": [etcd.endpoint]}
+    hq = HqThread(doc).start()
+    try:
+        sh, gz, carrier = mesh_pair(None)  # neither site's own file overflows anything
+        assert sh.call(lambda: dict(sh.gw.cc.mesh.policies)) == {}
+        assert hq.app is not None
+        url = f"http://127.0.0.1:{hq.app.http_port}/api/policies/overflow"
+        status, body = _put(url, {"support": {"max_wait": "soon"}})
+        assert status == 400 and "support.max_wait" in body["reason"], body
+        status, _ = _put(url, {"support": {"max_wait": 1, "targets": ["guangzhou"]}})
+        assert status == 200
+        sh.wait_for(lambda: "support" in sh.gw.cc.mesh.policies, 5, "the rule at Shanghai")
+        # Written past HQ's check, straight into etcd: each site refuses it, keeps the last good.
+        gz.run(_put_raw(etcd.endpoint, b'{"support": {"max_hops": 99}}'))
+        sh.wait_for(lambda: sh.gw.mesh.registry.policy_rejected >= 1, 5, "the bad rule refused")
+        assert sh.call(lambda: sh.gw.cc.mesh.policies["support"].max_wait_s) == 1
+        agent = _register_agent(sipp_factory, gz)
+        caller = _caller(sipp_factory, sh, carrier, talk_ms=5000).start()
+        assert caller.wait(30).ok
+        assert agent.wait(15).ok
+        assert sh.call(lambda: sh.gw.cc.mesh.overflowed_out) == 1
+    finally:
+        hq.close()
+
+
+async def _put_raw(endpoint: str, value: bytes) -> None:
+    from gateway.mesh.etcd import connect
+    from gateway.mesh.registry import config_key
+
+    client = await connect([endpoint])
+    try:
+        await client.put(config_key("overflow"), value)
+    finally:
+        await client.close()

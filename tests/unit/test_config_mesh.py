@@ -1,0 +1,117 @@
+"""The multi-site parts of a site's TOML and the policy HQ publishes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from gateway.config import ConfigError, parse_config
+from gateway.config_mesh import parse_policy
+
+
+def _doc(**extra: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "site": {"name": "shanghai"},
+        "sip": {"listen": "127.0.0.2", "port": 5062},
+        "agents": [{"extension": "1001", "password": "pw"}],
+        "trunks": [
+            {"name": "carrier", "peers": ["127.0.0.2:5070"]},
+            {"name": "mesh-gz", "peers": ["127.0.0.3:5064"], "site": "guangzhou"},
+        ],
+        "queues": [{"name": "service", "members": ["1001"]}],
+    }
+    for key, value in extra.items():
+        doc[key] = value
+    return doc
+
+
+def test_a_mesh_site_reads_every_key() -> None:
+    cfg = parse_config(
+        _doc(
+            mesh={
+                "etcd": ["127.0.0.1:2379"],
+                "handoff_listen": "127.0.0.2:0",
+                "hq": "127.0.0.1:7400",
+                "path_cost": {"guangzhou": 2},
+                "export": ["cdr", "customer"],
+                "customer_fields": ["name"],
+            }
+        ),
+        env={},
+    )
+    mesh = cfg.mesh
+    assert mesh is not None and mesh.enabled
+    assert mesh.handoff_listen is not None and mesh.handoff_listen.port == 0
+    assert mesh.path_cost == {"guangzhou": 2.0}
+    assert mesh.export == ("cdr", "customer")
+    assert mesh.customer_fields == ("customer_id", "name")  # the id always travels
+    assert cfg.mesh_trunk("guangzhou") is not None and cfg.mesh_trunk("hq") is None
+
+
+@pytest.mark.parametrize(
+    ("mesh", "key"),
+    [
+        ({"etcd": ["localhost:2379"]}, "mesh.etcd[0]"),
+        ({"hq": "127.0.0.1"}, "mesh.hq"),
+        ({"export": ["cdrs"]}, "mesh.export[0]"),
+        ({"lease_ttl": 0.5}, "mesh.lease_ttl"),
+        ({"path_cost": {"Bad Site": 1}}, "mesh.path_cost"),
+        ({"etdc": []}, "mesh.etdc"),
+    ],
+)
+def test_a_bad_mesh_key_is_named(mesh: dict[str, Any], key: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(_doc(mesh=mesh), env={})
+    assert err.value.key.startswith(key), err.value
+
+
+def test_an_overflow_target_needs_a_trunk_to_that_site() -> None:
+    doc = _doc()
+    doc["queues"][0]["overflow"] = {"max_wait": 30, "targets": ["hq"]}
+    with pytest.raises(ConfigError) as err:
+        parse_config(doc, env={})
+    assert err.value.key == "queues[0].overflow.targets[0]"
+    doc["queues"][0]["overflow"] = {"max_wait": 30, "targets": ["guangzhou", "*"]}
+    q = parse_config(doc, env={}).queues[0]
+    assert q.overflow is not None and q.overflow.enabled and q.overflow.max_wait == 30
+
+
+def test_an_inter_site_trunk_to_itself_or_twice_is_refused() -> None:
+    doc = _doc()
+    doc["trunks"].append({"name": "again", "peers": ["127.0.0.3:5065"], "site": "guangzhou"})
+    with pytest.raises(ConfigError, match="already goes to"):
+        parse_config(doc, env={})
+    doc["trunks"][-1]["site"] = "shanghai"
+    with pytest.raises(ConfigError, match="this site itself"):
+        parse_config(doc, env={})
+
+
+def test_hq_needs_listen_and_a_database() -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(_doc(hq={"listen": "127.0.0.1:7400"}), env={})
+    assert err.value.key == "hq.database"
+    with pytest.raises(ConfigError) as err:
+        parse_config(_doc(hq={"listen": "127.0.0.1:7400", "database": "mysql://x"}), env={})
+    assert err.value.key == "hq.database"
+    cfg = parse_config(
+        _doc(hq={"listen": "127.0.0.1:0", "database": "sqlite:central.db"}),
+        env={},
+        base_dir="/srv/ccgw",
+    )
+    assert cfg.hq is not None and cfg.hq.database == "sqlite:////srv/ccgw/central.db".replace(
+        "////", "///"
+    )
+
+
+def test_a_published_policy_is_validated_with_the_key_named() -> None:
+    good = parse_policy("overflow", {"service": {"max_ewt": 60, "targets": ["*"]}})
+    assert good["service"].max_ewt == 60
+    with pytest.raises(ValueError, match=r"service\.max_hops"):
+        parse_policy("overflow", {"service": {"max_hops": 99}})
+    with pytest.raises(ValueError, match="unknown key"):
+        parse_policy("overflow", {"service": {"max_wiat": 3}})
+    with pytest.raises(ValueError, match="unknown policy"):
+        parse_policy("hours", {})
+    with pytest.raises(ValueError, match="must be a table"):
+        parse_policy("overflow", {"service": 3})
