@@ -288,3 +288,98 @@ async def _put_raw(endpoint: str, value: bytes) -> None:
         await client.put(config_key("overflow"), value)
     finally:
         await client.close()
+
+
+def test_a_site_that_dies_leaves_routing_within_the_ttl_and_no_call_is_sent_there(
+    mesh_pair: Callable[..., tuple[GatewayThread, GatewayThread, int]],
+    sipp_factory: Callable[..., peers.Sipp],
+) -> None:
+    sh, gz, carrier = mesh_pair({"max_wait": 1, "targets": ["guangzhou"]})
+    _register_agent(sipp_factory, gz)  # Guangzhou could take the call ...
+    # ... but its gateway dies: its lease is not revoked, it just stops being kept alive.
+    t0 = time.monotonic()
+    gz.run(gz.gw.mesh.registry.stop(revoke=False))
+    sh.wait_for(lambda: not sh.gw.mesh.view().alive("guangzhou"), 6, "Guangzhou gone")
+    gone_after = time.monotonic() - t0
+    assert gone_after < 2 + 3, gone_after  # TTL 2 s (etcd's floor) plus its expiry sweep
+    caller = _caller(sipp_factory, sh, carrier, talk_ms=8000).start()
+    sh.wait_for(lambda: sh.gw.cc.queues["support"].line.live_count() == 1, 10, "caller queued")
+    time.sleep(3)  # past max_wait: nowhere to go, the caller keeps their place here
+    assert sh.call(lambda: sh.gw.cc.mesh.overflowed_out) == 0
+    assert sh.call(lambda: sh.gw.cc.queues["support"].line.live_count()) == 1
+    caller.stop()
+
+
+def test_with_etcd_down_each_site_serves_its_own_callers(
+    mesh_pair: Callable[..., tuple[GatewayThread, GatewayThread, int]],
+    sipp_factory: Callable[..., peers.Sipp],
+    etcd: EtcdServer,
+) -> None:
+    sh, gz, carrier = mesh_pair({"max_wait": 1, "targets": ["guangzhou"]})
+    _register_agent(sipp_factory, gz)
+    etcd.stop(kill=True)
+    sh.wait_for(lambda: not sh.gw.mesh.registry.connected, 10, "Shanghai notices etcd is gone")
+    # The last view is stale: no overflow is attempted, and Shanghai's own agent answers.
+    local = _register_agent(sipp_factory, sh)
+    caller = _caller(sipp_factory, sh, carrier, talk_ms=3000).start()
+    assert caller.wait(30).ok, caller.result().describe()
+    assert local.wait(15).ok, local.result().describe()
+    assert sh.call(lambda: sh.gw.cc.mesh.overflowed_out) == 0
+    sh.wait_for(lambda: len(sh.gw.store.interactions(5)) == 1, 10, "the interaction")
+    (row,) = _interactions(sh)
+    assert row["outcome"] == "answered" and row["overflow_to"] is None, row
+
+
+def test_agents_dial_each_other_across_sites_by_extension(
+    tmp_path: Path, sipp_factory: Callable[..., peers.Sipp]
+) -> None:
+    ports = {s: peers.free_port(ip, "both") for s, ip in SITES.items()}
+    exts = {"shanghai": {"1001": "pw-1001"}, "guangzhou": {"2001": "pw-2001"}}
+    prefix = {"shanghai": "1", "guangzhou": "2"}
+    gws = {}
+    try:
+        for site, ip in SITES.items():
+            other = next(s for s in SITES if s != site)
+            doc = site_config(
+                ("127.0.0.1", peers.free_port("127.0.0.1", "udp")),
+                tmp_path / f"{site}.db",
+                agents=exts[site],
+                extra={"site": {"name": site}, "sip": {"listen": ip}, "http": {"listen": ip}},
+            )
+            doc["groups"] = []
+            doc["trunks"][0]["dids"] = {}
+            del doc["trunks"][0]["default_destination"]
+            doc["trunks"].append(
+                {
+                    "name": f"to-{other}",
+                    "peers": [f"{SITES[other]}:{ports[other]}"],
+                    "site": other,
+                    "extensions": [prefix[other]],
+                    "username": "mesh",
+                    "password": "mesh-secret",
+                    "inbound_auth": True,
+                }
+            )
+            doc["media"]["rtp_port_min"], doc["media"]["rtp_port_max"] = _rtp(site)
+            gws[site] = GatewayThread(doc, sip_port=ports[site]).__enter__()
+        sh, gz = gws["shanghai"], gws["guangzhou"]
+        port = peers.free_port("127.0.0.1", "udp")
+        reg = sipp_factory(
+            "register.xml", gz.sip, local_port=port, service="2001", auth=("2001", "pw-2001"),
+            extra_args=["-auth_uri", gz.sip], timeout=10,
+        )  # fmt: skip
+        assert reg.start().wait(15).ok, reg.result().describe()
+        callee = sipp_factory("agent_uas.xml", local_port=port, calls=1, timeout=30).start()
+        caller = sipp_factory(
+            "invite_auth.xml", sh.sip, service="2001", auth=("1001", "pw-1001"),
+            extra_args=["-auth_uri", f"2001@{sh.sip}"], keys={"caller": "1001"}, timeout=15,
+        )  # fmt: skip
+        result = caller.start().wait(20)
+        assert result.final_statuses == [200], result.describe()
+        assert callee.wait(15).ok, callee.result().describe()
+        sh.wait_for(lambda: len(sh.gw.store.recent_cdrs(5)) == 1, 5, "Shanghai's CDR")
+        (cdr,) = sh.call(lambda: sh.gw.store.recent_cdrs(5))
+        assert cdr.trunk == "to-guangzhou" and cdr.callee == "2001", cdr
+    finally:
+        for gw in gws.values():
+            gw.__exit__(None, None, None)
