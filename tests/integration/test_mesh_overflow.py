@@ -65,12 +65,14 @@ def mesh_pair(
     ) -> tuple[GatewayThread, GatewayThread, int]:
         ports = {s: peers.free_port(ip, "both") for s, ip in SITES.items()}
         carrier = peers.free_port("127.0.0.1", "udp")
+        second = peers.free_port("127.0.0.1", "udp")  # a second carrier port (two callers at once)
         gws = {}
         for site, ip in SITES.items():
             other = next(s for s in SITES if s != site)
             cfg = site_config(
                 ("127.0.0.1", carrier),
                 tmp_path / f"{site}.db",
+                more_carriers=[second],
                 queues=_support(overflow if site == "shanghai" else None, ["1001"]),
                 ivr=TEST_IVR,
                 extra={
@@ -103,6 +105,7 @@ def mesh_pair(
             started.append(gw)
             gws[site] = gw
         sh, gz = gws["shanghai"], gws["guangzhou"]
+        gz.second_carrier = second  # type: ignore[attr-defined]
         if not gz_logged_in:
             gz.call(lambda: gz.gw.cc.agent_command("1001", "logout"))
         # Each site sees the other's load in etcd before the test goes on.
@@ -144,6 +147,7 @@ def _register_agent(
 def _caller(
     sipp_factory: Callable[..., peers.Sipp], gw: GatewayThread, port: int, talk_ms: int
 ) -> peers.Sipp:
+    """A carrier caller to the support queue (the SIPp must come from the trunk's port)."""
     return sipp_factory(
         "caller_ivr.xml", gw.sip, local_port=port, service="+864000", calls=1,
         keys={"talk_ms": str(talk_ms), "d1_ms": "0", "digit1": "-", "d2_ms": "0", "digit2": "-"},
@@ -383,3 +387,65 @@ def test_agents_dial_each_other_across_sites_by_extension(
     finally:
         for gw in gws.values():
             gw.__exit__(None, None, None)
+
+
+def test_an_overflowed_caller_keeps_their_original_place_and_the_agent_sees_the_context_first(
+    mesh_pair: Callable[..., tuple[GatewayThread, GatewayThread, int]],
+    sipp_factory: Callable[..., peers.Sipp],
+) -> None:
+    sh, gz, carrier = mesh_pair({"max_wait": 2, "targets": ["guangzhou"]})
+    agent = _register_agent(sipp_factory, gz)
+    gz.call(lambda: gz.gw.cc.agent_command("1001", "pause"))  # Guangzhou's line builds up
+    # Nobody at Shanghai at all: any wait at Guangzhou is better (an equal one would not be).
+    sh.call(lambda: sh.gw.cc.agent_command("1001", "logout"))
+    early = _caller(sipp_factory, sh, carrier, talk_ms=12000).start()  # first, at Shanghai
+    time.sleep(1.0)
+    late = _caller(sipp_factory, gz, gz.second_carrier, talk_ms=12000).start()  # type: ignore[attr-defined]
+    line = gz.gw.cc.queues["support"].line
+    gz.wait_for(lambda: line.live_count() == 2, 10, "both callers waiting at Guangzhou")
+    order = gz.call(
+        lambda: [gz.gw.cc.contacts[e.call_id].record.from_site for e in line.ordered(time.time())]
+    )
+    # The caller from Shanghai arrived first, so is first, though they joined this queue second.
+    assert order == ["shanghai", None], order
+    events = _EventReader(f"http://127.0.0.3:{gz.gw.http_port}/api/agents/1001/events")
+    try:
+        gz.call(lambda: gz.gw.cc.agent_command("1001", "unpause"))
+        offer = events.next_event(10)
+    finally:
+        events.close()
+    assert offer["event"] == "offer" and offer["from_site"] == "shanghai", offer
+    assert offer["caller"] == "+8613800138000" and offer["waited_s"] >= 2.0, offer
+    first = agent.wait(30)
+    lines = [ln for ln in first.log_lines if "CONTEXT " in ln]
+    assert lines and "site=shanghai" in lines[0], first.describe()
+    early.stop()
+    late.stop()
+
+
+class _EventReader:
+    """Reads a server-sent event stream in a thread (the agent desktop's view)."""
+
+    def __init__(self, url: str) -> None:
+        import queue
+        import threading
+
+        self._events: queue.Queue[dict[str, Any]] = queue.Queue()
+        self._resp = urllib.request.urlopen(url, timeout=30)
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        try:
+            for raw in self._resp:
+                line = raw.decode().strip()
+                if line.startswith("data: "):
+                    self._events.put(json.loads(line[6:]))
+        except Exception:  # closed under the reader by close(): the stream is over
+            pass
+
+    def next_event(self, timeout: float) -> dict[str, Any]:
+        return self._events.get(timeout=timeout)
+
+    def close(self) -> None:
+        self._resp.close()
