@@ -209,14 +209,16 @@ class MeshNode:
         _, channel_creds = self._credentials()
         target = str(self.mesh.hq)
 
+        # Outbox reads and trims run in their own threads, not behind the writes queued on
+        # the writer thread (a busy writer must not starve the sync); payloads go as stored.
         async def peek(after: int, limit: int) -> list[Any]:
-            return list(await run(store.outbox_peek, after, limit))
+            return await asyncio.to_thread(store.outbox_peek, after, limit, raw=True)
 
         async def trim(upto: int) -> int:
-            return int(await run(store.outbox_trim, upto))
+            return await asyncio.to_thread(store.outbox_trim, upto)
 
         async def depth() -> int:
-            return int(await run(store.outbox_depth))
+            return await asyncio.to_thread(store.outbox_depth)
 
         self.sync = SyncClient(
             self.site,

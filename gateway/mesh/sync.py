@@ -456,7 +456,9 @@ class SyncClient:
                     pb2.SyncEntry(
                         seq=e.seq,
                         kind=e.kind,
-                        payload_json=_encode_json(e.payload).encode(),
+                        payload_json=(
+                            e.payload if isinstance(e.payload, str) else _encode_json(e.payload)
+                        ).encode(),
                         created_ts=e.created_ts,
                     )
                     for e in entries

@@ -71,5 +71,7 @@ class OutboxEntry:
 
     seq: int
     kind: str
-    payload: dict[str, Any]
+    payload: dict[str, Any] | str
+    """The record (a dict), or its JSON text as stored (:meth:`outbox_peek` with ``raw``: what the
+    sync client sends as is, without decoding and encoding it again)."""
     created_ts: float

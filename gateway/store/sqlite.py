@@ -82,7 +82,8 @@ class SqliteSiteStore:
     ) -> None:
         self.path = str(path)
         self._clock = clock
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._depth = 0  # transaction nesting on the lock's owner: >0 inside a group
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -106,14 +107,32 @@ class SqliteSiteStore:
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """One write transaction (``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back on error). For
         repositories that add tables: write the row and its outbox entry (``append_outbox``)
-        inside the same block."""
+        inside the same block. Nested in another (same thread), it is a savepoint: a group of
+        writes commits once, and one that fails leaves the others intact."""
         with self._lock:
+            if self._depth:  # inside an open transaction (a group commit): a savepoint
+                name = f"sp{self._depth}"
+                self._conn.execute(f"SAVEPOINT {name}")
+                self._depth += 1
+                try:
+                    yield self._conn
+                except BaseException:
+                    self._conn.execute(f"ROLLBACK TO {name}")
+                    self._conn.execute(f"RELEASE {name}")
+                    raise
+                finally:
+                    self._depth -= 1
+                self._conn.execute(f"RELEASE {name}")
+                return
             self._conn.execute("BEGIN IMMEDIATE")
+            self._depth = 1
             try:
                 yield self._conn
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
+            finally:
+                self._depth = 0
             self._conn.execute("COMMIT")
 
     export_kinds: frozenset[str] | None = None
@@ -250,14 +269,19 @@ class SqliteSiteStore:
             out.append(Cdr(**fields))
         return out
 
-    def outbox_peek(self, after_seq: int = 0, limit: int = 100) -> list[OutboxEntry]:
-        """Up to ``limit`` entries with ``seq > after_seq``, oldest first."""
+    def outbox_peek(
+        self, after_seq: int = 0, limit: int = 100, *, raw: bool = False
+    ) -> list[OutboxEntry]:
+        """Up to ``limit`` entries with ``seq > after_seq``, oldest first; with ``raw`` each
+        payload is its stored JSON text."""
         with self._lock:
             rows = self._conn.execute(
                 "SELECT seq, kind, payload, created_ts FROM outbox WHERE seq > ? "
                 "ORDER BY seq LIMIT ?",
                 (after_seq, max(0, limit)),
             ).fetchall()
+        if raw:
+            return [OutboxEntry(seq, kind, payload, ts) for seq, kind, payload, ts in rows]
         return [OutboxEntry(seq, kind, json.loads(payload), ts) for seq, kind, payload, ts in rows]
 
     def outbox_trim(self, upto_seq: int) -> int:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -266,3 +268,29 @@ def test_packaged_migrations_are_numbered_from_one() -> None:
     versions = [m.version for m in load_migrations()]
     assert versions == list(range(1, len(versions) + 1))
     assert versions
+
+
+def test_a_group_of_writes_commits_once_and_a_failing_one_leaves_the_others(
+    tmp_path: Path,
+) -> None:
+    store = SqliteSiteStore(str(tmp_path / "site.db"))
+    try:
+        with store.transaction():
+            store.write_interaction(_interaction_row("a"))
+            with pytest.raises(sqlite3.IntegrityError), store.transaction() as conn:
+                conn.execute("INSERT INTO interactions (call_id) VALUES (NULL)")  # NOT NULL
+            store.write_interaction(_interaction_row("b"))
+        rows = store.interactions(10)
+        assert sorted(r["call_id"] for r in rows) == ["a", "b"]
+        raw = store.outbox_peek(0, 10, raw=True)
+        assert [json.loads(str(e.payload))["call_id"] for e in raw] == ["a", "b"]
+    finally:
+        store.close()
+
+
+def _interaction_row(call_id: str) -> dict[str, Any]:
+    return {
+        "call_id": call_id, "site": "sh", "caller": "+861", "dialled": "+862",
+        "arrived_ts": 1.0, "ended_ts": 2.0, "wait_s": 0.0, "talk_s": 0.0, "wrapup_s": 0.0,
+        "outcome": "abandoned", "variables": {},
+    }  # fmt: skip
