@@ -28,6 +28,7 @@ from gateway.store.customers import ExportFilter, SiteCustomers
 from gateway.store.hlc import HlcClock
 from gateway.store.model import Cdr
 from gateway.store.sqlite import SqliteSiteStore
+from gateway.store.writer import Result, StoreWriter
 from gateway.transport.endpoint import SipEndpoint
 from gateway.transport.tcp import TcpTransport
 from gateway.transport.udp import UdpTransport
@@ -131,9 +132,7 @@ class SiteGateway:
         )
         # One writer thread: commits happen off the event loop, in order (the store locks).
         self._writer = ThreadPoolExecutor(1, thread_name_prefix=f"store-{cfg.site.name}")
-        self._pending_writes: deque[tuple[Callable[..., Any], tuple[Any, ...], str]] = deque()
-        self._flush_queued = False
-        self._closing = False
+        self._writes = StoreWriter(self.store, loop, self._writer, self._committed)
         self._notifications: set[asyncio.Task[None]] = set()
         self.relay = MediaRelay(
             host=cfg.media.host or host,
@@ -378,51 +377,19 @@ class SiteGateway:
         return await self.loop.run_in_executor(self._writer, fn, *args)
 
     def _store_write(self, fn: Callable[..., Any], *args: Any, what: str) -> None:
-        """Queue a store write for the writer thread: the event loop never waits for a commit,
-        and the writes queued meanwhile commit together (one transaction, a savepoint each)."""
-        self._pending_writes.append((fn, args, what))
-        if not self._flush_queued:
-            self._flush_queued = True
-            fut = self.loop.run_in_executor(self._writer, self._flush_writes)
-            fut.add_done_callback(self._writes_flushed)
+        """Queue a store write for the writer thread (committed in groups; the event loop
+        never waits for a commit)."""
+        self._writes.write(fn, *args, what=what)
 
-    def _flush_writes(self) -> list[tuple[Callable[..., Any], str, BaseException | None]]:
-        """On the writer thread: every queued write in one transaction."""
-        batch = []
-        while self._pending_writes:
-            batch.append(self._pending_writes.popleft())
-        results: list[tuple[Callable[..., Any], str, BaseException | None]] = []
-        try:
-            with self.store.transaction():
-                for fn, args, what in batch:
-                    try:
-                        fn(*args)  # its own transaction() is a savepoint inside this one
-                    except Exception as exc:
-                        results.append((fn, what, exc))
-                    else:
-                        results.append((fn, what, None))
-        except Exception as exc:  # the commit itself failed: nothing of the batch is stored
-            results = [(fn, what, exc) for fn, _, what in batch]
-        return results
-
-    def _writes_flushed(self, fut: asyncio.Future[Any]) -> None:
-        self._flush_queued = False
-        if fut.cancelled() or fut.exception() is not None:
-            self.store_errors += 1
-            log.error("the store writer failed: %r", fut.exception())
-        else:
-            for fn, what, exc in fut.result():
-                if exc is not None:
-                    self.store_errors += 1
-                    log.error("could not write the %s: %r", what, exc)
-                elif fn == self.store.write_cdr:
-                    self.cdrs_written += 1
-            if self.mesh is not None:
-                self.mesh.notify_sync()  # committed: the sync client may send them now
-        if self._pending_writes and not self._closing:
-            self._flush_queued = True
-            nxt = self.loop.run_in_executor(self._writer, self._flush_writes)
-            nxt.add_done_callback(self._writes_flushed)
+    def _committed(self, results: list[Result]) -> None:
+        for fn, what, exc in results:
+            if exc is not None:
+                self.store_errors += 1
+                log.error("could not write the %s: %r", what, exc)
+            elif fn == self.store.write_cdr:
+                self.cdrs_written += 1
+        if self.mesh is not None:
+            self.mesh.notify_sync()  # committed: the sync client may send them now
 
     def health(self) -> dict[str, Any]:
         """What /healthz reports."""
@@ -549,10 +516,6 @@ class SiteGateway:
         await self.http_runner.cleanup()
         self.endpoint.close()
         await self.relay.close()
-        self._closing = True
         self._writer.shutdown(wait=True)  # every acknowledged write reaches the store
-        for _fn, what, exc in self._flush_writes():  # queued after the last flush began
-            if exc is not None:
-                self.store_errors += 1
-                log.error("could not write the %s: %r", what, exc)
+        self._committed(self._writes.close())  # and what was queued after the last batch
         self.store.close()
