@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -171,6 +172,7 @@ class ContactCentre:
         self.on_voicemail = on_voicemail
         self.store = store  # callbacks are kept there (they survive a restart)
         self.callbacks: dict[str, _Callback] = {}
+        self.scheduled: dict[str, tuple[float, _Callback]] = {}  # not yet due: key → (when, cb)
         self.max_callback_attempts = 3
         self.callback_retry_s = 60.0
         cc = cfg.cc
@@ -247,13 +249,14 @@ class ContactCentre:
         if self.store is not None:
             for row in self.store.callbacks("pending"):
                 if row["queue"] in self.queues:
-                    self._queue_callback(
-                        _Callback(
-                            row["id"], f"cb-{row['id']}", row["number"], row["queue"],
-                            row["arrived_ts"], row["attempts"],
-                        ),
-                        now,
+                    cb = _Callback(
+                        row["id"], f"cb-{row['id']}", row["number"], row["queue"],
+                        row["arrived_ts"], row["attempts"],
                     )  # fmt: skip
+                    if row["not_before"] > now:
+                        self.scheduled[cb.key] = (row["not_before"], cb)
+                    else:
+                        self._queue_callback(cb, now)
             if self.callbacks:
                 log.info("%d pending callback(s) back in their queues", len(self.callbacks))
         self._task = self.loop.create_task(self._housekeeping())
@@ -286,6 +289,10 @@ class ContactCentre:
             logged_in, available = self._staffing(name)
             for entry in q.line.must_leave(logged_in, available):
                 self._leave_queue(entry.call_id, name, Exit.LEFT, fallback=True)
+        for key, (when, cb) in list(self.scheduled.items()):
+            if when <= now:  # a scheduled callback (or a retry) is due: into its queue
+                del self.scheduled[key]
+                self._queue_callback(cb, now)
         if self.mesh is not None:
             self.mesh.consider(now)
         for contact in list(self.contacts.values()):
@@ -894,6 +901,38 @@ class ContactCentre:
             self.b2bua.hangup_call(contact.call)
         self.dispatch()
 
+    def schedule_callback(self, number: str, queue: str, at: float, caller: str = "") -> int:
+        """A callback to ``number`` at ``at`` (Unix seconds; now or earlier: at once), e.g. a
+        customer's requested time: stored (it survives a restart), then offered agent-first
+        from ``queue`` when due, with the usual retries. ``ValueError`` when not possible."""
+        if queue not in self.queues:
+            raise ValueError(f"no queue {queue!r}")
+        if self.store is None:
+            raise ValueError("no store to keep callbacks in")
+        now = self.clock()
+        when = max(now, at)
+        cb_id = int(
+            self.store.add_callback(
+                {
+                    "number": number,
+                    "queue": queue,
+                    "call_id": f"scheduled-{secrets.token_hex(6)}",
+                    "caller": caller or number,
+                    "arrived_ts": when,  # its place in line is its due time
+                    "requested_ts": now,
+                    "not_before": when,
+                }
+            )
+        )
+        cb = _Callback(cb_id, f"cb-{cb_id}", number, queue, when)
+        if when <= now:
+            self._queue_callback(cb, now)
+            self.loop.call_soon(self.dispatch)
+        else:
+            self.scheduled[cb.key] = (when, cb)
+        log.info("callback %d to %s scheduled in %s for %.0f", cb_id, number, queue, when)
+        return cb_id
+
     def _queue_callback(self, cb: _Callback, now: float) -> None:
         q = self.queues[cb.queue]
         entry = QueueEntry(cb.key, arrived_at=cb.arrived_at, virtual=True)
@@ -986,12 +1025,8 @@ class ContactCentre:
             )
         if not failed:
             retry = _Callback(cb.id, cb.key, cb.number, cb.queue, cb.arrived_at, cb.attempts)
-            self.loop.call_later(self.callback_retry_s, self._queue_callback_later, retry)
+            self.scheduled[cb.key] = (now + self.callback_retry_s, retry)
         log.info("callback %d to %s: %d (attempt %d)", cb.id, cb.number, status, cb.attempts)
-
-    def _queue_callback_later(self, cb: _Callback) -> None:
-        self._queue_callback(cb, self.clock())
-        self.dispatch()
 
     def _callback_ended(self, key: str, call: Call) -> None:
         cb = self.callbacks.get(key)

@@ -7,6 +7,8 @@
     GET  /api/interactions?limit=N        the newest contact records
     GET  /api/voicemail?box=B             voicemail messages (metadata)
     GET  /api/voicemail/{id}.wav          one message's audio
+    GET  /api/callbacks?status=pending    callback requests (pending, connected, failed, all)
+    POST /api/callbacks                   {"number", "queue", "at"}: a callback at a requested time
     GET  /api/calls/{call_id}/context     screen-pop: caller, customer, IVR choices, wait, origin
     GET  /api/agents/{ext}/offer          the context of the call at an agent now
     GET  /api/agents/{ext}/events         server-sent events: offer / answered, with the context
@@ -21,6 +23,7 @@ import asyncio
 import dataclasses
 import json
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -147,7 +150,32 @@ def cc_routes(cc: ContactCentre, store: SqliteSiteStore) -> list[web.RouteDef]:
             cc.unwatch(ext, events)
         return resp
 
+    async def callbacks(request: web.Request) -> web.Response:
+        status = request.query.get("status", "pending")
+        if status not in ("pending", "connected", "failed", "cancelled", "all"):
+            return error_response(400, "status is pending, connected, failed, cancelled or all")
+        return web.json_response(store.callbacks(None if status == "all" else status))
+
+    async def schedule_callback(request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+        except ValueError:
+            return error_response(400, "the body is not JSON")
+        if not isinstance(body, dict):
+            return error_response(400, 'the body must be {"number", "queue", "at"}')
+        number = str(body.get("number", ""))
+        if not cc.cfg.dialplan.is_external(number):
+            return error_response(400, f"number {number!r} is not an external number")
+        try:
+            at = _when(body.get("at"))
+            cb_id = cc.schedule_callback(number, str(body.get("queue", "")), at)
+        except ValueError as exc:
+            return error_response(400, str(exc))
+        return web.json_response({"id": cb_id, "at": at}, status=201)
+
     return [
+        web.get("/api/callbacks", callbacks),
+        web.post("/api/callbacks", schedule_callback),
         web.get("/api/calls/{call_id}/context", call_context),
         web.get("/api/agents/{ext}/offer", agent_offer),
         web.get("/api/agents/{ext}/events", agent_events),
@@ -159,6 +187,23 @@ def cc_routes(cc: ContactCentre, store: SqliteSiteStore) -> list[web.RouteDef]:
         web.get("/api/voicemail", voicemail),
         web.get(r"/api/voicemail/{id:\d+}.wav", voicemail_audio),
     ]
+
+
+def _when(raw: object) -> float:
+    """``at`` as Unix seconds, or ISO 8601 with its UTC offset; absent: now."""
+    if raw is None:
+        return 0.0
+    if isinstance(raw, int | float) and not isinstance(raw, bool):
+        return float(raw)
+    if isinstance(raw, str):
+        try:
+            when = datetime.fromisoformat(raw)
+        except ValueError:
+            raise ValueError(f"at {raw!r} is not ISO 8601 (2026-11-26T09:30:00+08:00)") from None
+        if when.tzinfo is None:
+            raise ValueError(f"at {raw!r} has no UTC offset (write +08:00 or Z)")
+        return when.timestamp()
+    raise ValueError("at is Unix seconds or an ISO 8601 string")
 
 
 def _limit(request: web.Request) -> int | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -404,3 +405,46 @@ def test_an_agent_whose_phone_dies_while_ringing_is_not_left_stuck(
     assert state["call_id"] is None, state
     assert gw.call(lambda: gw.gw.cc.queues["support"].line.live_count()) == 1  # still waiting
     caller.stop()
+
+
+def test_a_callback_scheduled_for_a_requested_time_is_placed_then_and_not_before(
+    make_gateway: Callable[..., GatewayThread],
+    sipp_factory: Callable[..., peers.Sipp],
+    baresip_factory: Callable[..., peers.Baresip],
+    carrier_port: int,
+) -> None:
+    gw = make_gateway("linear", queue={"members": ["1001"]})
+    phone = baresip_factory("1001", registrar=gw.sip, password=AGENTS["1001"])
+    phone.start()
+    phone.wait_registered(10)
+    carrier = sipp_factory("carrier_uas.xml", local_port=carrier_port, timeout=30).start()
+    url = f"http://127.0.0.1:{gw.gw.http_port}/api/callbacks"
+    bad = _post_json(url, {"number": "1002", "queue": "support", "at": 0})
+    assert bad[0] == 400 and "not an external number" in bad[1]["reason"], bad  # no toll fraud
+    naive = _post_json(url, {"number": "+8613900139000", "queue": "support", "at": "2026-11-26"})
+    assert naive[0] == 400 and "UTC offset" in naive[1]["reason"], naive
+    due = time.time() + 3
+    status, body = _post_json(url, {"number": "+8613900139000", "queue": "support", "at": due})
+    assert status == 201, body
+    line = gw.gw.cc.queues["support"].line
+    time.sleep(1.5)  # not yet: nothing waits in the queue, nobody rings
+    assert gw.call(lambda: line.live_count()) == 0
+    phone.wait_event("CALL_ESTABLISHED", 10)  # when it is due: the agent first ...
+    assert time.time() >= due - 0.1
+    gw.wait_for(lambda: gw.gw.store.callbacks(None)[0]["status"] == "connected", 10, "the customer")
+    time.sleep(0.5)
+    phone.hangup()
+    result = carrier.wait(15)
+    assert result.ok and any("DIALLED +8613900139000" in ln for ln in result.log_lines)
+
+
+def _post_json(url: str, doc: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    req = urllib.request.Request(
+        url, data=json.dumps(doc).encode(), method="POST",
+        headers={"Content-Type": "application/json"},
+    )  # fmt: skip
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
