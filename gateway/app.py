@@ -86,6 +86,8 @@ class SiteGateway:
         self.http_port = 0
         self.cdrs_written = 0
         self.store_errors = 0
+        self.mails_sent = 0
+        self.mail_errors = 0  # voicemail e-mails the SMTP server did not take
         self.dtmf_total = 0
         self._queue_snaps: dict[str, dict[str, Any]] = {}
         self._queue_snaps_at = float("-inf")
@@ -312,10 +314,47 @@ class SiteGateway:
 
     def _write_voicemail(self, meta: dict[str, Any]) -> None:
         self._store_write(self.store.write_voicemail, meta, what=f"voicemail of {meta['call_id']}")
+        if self.cfg.cc.smtp:
+            fut = self.loop.run_in_executor(None, self._mail_voicemail, dict(meta))
+            fut.add_done_callback(self._mailed)
         if self.cfg.cc.webhook:
             task = self.loop.create_task(self._notify(self.cfg.cc.webhook, "voicemail", meta))
             self._notifications.add(task)
             task.add_done_callback(self._notifications.discard)
+
+    def _mail_voicemail(self, meta: dict[str, Any]) -> None:
+        """E-mail a voicemail with its recording (in a worker thread; 10 s budget)."""
+        import smtplib
+        from email.message import EmailMessage
+        from pathlib import Path
+
+        cc = self.cfg.cc
+        assert cc.smtp is not None
+        host, _, port = cc.smtp.rpartition(":")
+        msg = EmailMessage()
+        msg["From"] = cc.mail_from
+        msg["To"] = ", ".join(cc.mail_to)
+        msg["Subject"] = f"Voicemail from {meta.get('caller', '?')} in {meta.get('box', '?')}"
+        msg.set_content(
+            f"Site: {self.cfg.site.name}\nBox: {meta.get('box')}\nCaller: {meta.get('caller')}\n"
+            f"Queue: {meta.get('queue') or '-'}\nLength: {meta.get('seconds', 0):.0f} s\n"
+            f"Call: {meta.get('call_id')}\n"
+        )
+        path = Path(str(meta.get("path", "")))
+        if path.is_file() and path.stat().st_size <= 5_000_000:
+            msg.add_attachment(
+                path.read_bytes(), maintype="audio", subtype="wav", filename=path.name
+            )
+        with smtplib.SMTP(host.strip("[]"), int(port), timeout=10) as smtp:
+            smtp.send_message(msg)
+
+    def _mailed(self, fut: asyncio.Future[None]) -> None:
+        exc = fut.exception()
+        if exc is not None:
+            self.mail_errors += 1
+            log.warning("voicemail e-mail via %s failed: %s", self.cfg.cc.smtp, exc)
+        else:
+            self.mails_sent += 1
 
     async def _notify(self, url: str, event: str, data: dict[str, Any]) -> None:
         """POST ``{"event", "site", "data"}`` to the configured webhook (5 s budget, logged)."""

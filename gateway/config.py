@@ -462,6 +462,13 @@ class CcConfig:
     """Longest voicemail message, seconds; default 120."""
     webhook: str | None = None
     """``http://`` or ``https://`` URL that contact-centre events are POSTed to; default none."""
+    smtp: str | None = None
+    """``host:port`` of an SMTP server: each voicemail is e-mailed (with its recording) to
+    ``mail_to``; default none (no e-mail)."""
+    mail_from: str = ""
+    """Sender of those e-mails; default ``ccgw@<site>``."""
+    mail_to: tuple[str, ...] = ()
+    """Recipients of voicemail e-mails; required with ``smtp``."""
     login_code: str = "*45"
     """Feature code an agent dials to log in to their queues; default ``*45``."""
     logout_code: str = "*46"
@@ -1075,6 +1082,23 @@ def _cc(t: _Table, site: str, base_dir: Path) -> CcConfig:
     webhook = t.string("webhook", None)
     if webhook is not None and not _URL_RE.fullmatch(webhook):
         raise t.error("webhook", f"{webhook!r} is not an http:// or https:// URL")
+    smtp = t.string("smtp", None)
+    if smtp is not None:
+        host, sep, port = smtp.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise t.error("smtp", f"{smtp!r} is not host:port")
+    mail_from = t.string("mail_from", f"ccgw@{site}")
+    if "@" not in mail_from:
+        raise t.error("mail_from", f"{mail_from!r} is not an e-mail address")
+
+    def address(text: str) -> str:
+        if "@" not in text or any(c.isspace() for c in text):
+            raise ValueError("not an e-mail address")
+        return text
+
+    mail_to = t.items("mail_to", address, ())
+    if smtp is not None and not mail_to:
+        raise t.error("mail_to", "is required with smtp: who gets the voicemail e-mails")
     codes: dict[str, str] = {}
     for key in FEATURE_CODES:
         code = t.string(key, CcConfig.__dataclass_fields__[key].default)
@@ -1091,6 +1115,9 @@ def _cc(t: _Table, site: str, base_dir: Path) -> CcConfig:
         voicemail_dir=str(_resolve(voicemail_dir, base_dir)),
         voicemail_max_s=voicemail_max_s,
         webhook=webhook,
+        smtp=smtp,
+        mail_from=mail_from,
+        mail_to=mail_to,
         **codes,
     )
 

@@ -14,6 +14,7 @@ import pytest
 
 from . import peers
 from .gateway import AGENTS, TEST_IVR, GatewayThread, site_config
+from .smtp_sink import SmtpSink
 
 pytestmark = pytest.mark.integration
 
@@ -243,7 +244,9 @@ def test_no_agent_logged_in_sends_the_caller_to_voicemail_which_is_fetchable(
     server = http.server.HTTPServer(("127.0.0.1", 0), Hook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     hook_url = f"http://127.0.0.1:{server.server_address[1]}/hook"
-    gw = make_gateway("ringall", extra={"cc": {"webhook": hook_url}})
+    mail = SmtpSink().__enter__()
+    cc = {"webhook": hook_url, "smtp": mail.address, "mail_to": ["supervisor@sh.example"]}
+    gw = make_gateway("ringall", extra={"cc": cc})
     for ext in AGENTS:
         _api(gw, f"/api/agents/{ext}/logout", "POST")
     caller = _caller(sipp_factory, gw, carrier_port, talk_ms=6000)  # speaks (a tone) throughout
@@ -262,6 +265,13 @@ def test_no_agent_logged_in_sends_the_caller_to_voicemail_which_is_fetchable(
         time.sleep(0.05)
     server.shutdown()
     assert hooks and hooks[0]["event"] == "voicemail" and hooks[0]["data"]["box"] == "support"
+    # And an e-mail to the supervisor, with the recording attached.
+    assert mail.received.wait(10)
+    mail.__exit__(None, None, None)
+    (msg,) = mail.messages
+    assert msg["To"] == "supervisor@sh.example" and "support" in msg["Subject"], msg
+    (att,) = list(msg.iter_attachments())
+    assert att.get_content_type() == "audio/wav" and att.get_content()[:4] == b"RIFF"
 
 
 def test_agent_logs_out_and_in_with_feature_codes_from_the_phone(

@@ -815,3 +815,22 @@ def test_example_site_ivr_and_schedules_validate(path: Path) -> None:
     flows = FlowSet.parse(cfg.ivr, schedules=schedules, prompts=PromptLibrary())
     assert flows.entry.flow == "main" and not flows.warnings
     assert {"cmn", "en"} <= set(flows.languages)
+
+
+def test_voicemail_e_mail_needs_a_server_and_recipients() -> None:
+    data = minimal()
+    data["cc"] = {"smtp": "mail.example:25"}
+    with pytest.raises(ConfigError) as err:
+        parse_config(data, env={})
+    assert err.value.key == "cc.mail_to"
+    data["cc"] = {"smtp": "mail.example", "mail_to": ["a@b.example"]}
+    with pytest.raises(ConfigError) as err:
+        parse_config(data, env={})
+    assert err.value.key == "cc.smtp"
+    data["cc"] = {"smtp": "127.0.0.1:2525", "mail_to": ["a@b.example", "not an address"]}
+    with pytest.raises(ConfigError) as err:
+        parse_config(data, env={})
+    assert err.value.key == "cc.mail_to[1]"
+    data["cc"] = {"smtp": "127.0.0.1:2525", "mail_to": ["a@b.example"]}
+    cc = parse_config(data, env={}).cc
+    assert cc.mail_to == ("a@b.example",) and cc.mail_from.startswith("ccgw@")
