@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import random
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -163,6 +164,7 @@ class ContactCentre:
         mesh: MeshPort | None = None,
         customers: Callable[[str], dict[str, Any] | None] | None = None,
         lookup: Callable[[str], Awaitable[dict[str, Any] | None]] | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self.loop = loop
         self.b2bua = b2bua
@@ -233,6 +235,7 @@ class ContactCentre:
         self.voicemail_dir = Path(cc.voicemail_dir)
         self._task: asyncio.Task[None] | None = None
         self.mesh: MeshSide | None = MeshSide(self, mesh) if mesh is not None else None
+        self.rng = rng or random.Random()  # the ``random`` strategy's choices
         self.customers = customers  # caller number → this site's customer record, or None
         self.lookup = lookup  # caller number → HQ's record (time-boxed), or None
         self._lookups: set[asyncio.Task[None]] = set()
@@ -771,7 +774,7 @@ class ContactCentre:
         work = [(q.line, q.policy, q.state) for q in self.queues.values() if len(q.line)]
         if not work:
             return
-        offers = dispatch_all(work, agents, now, exclude=exclude)
+        offers = dispatch_all(work, agents, now, self.rng, exclude=exclude)
         for offer in offers:
             self._make_offer(offer, now)
         for q in self.queues.values():

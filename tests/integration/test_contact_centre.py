@@ -458,3 +458,48 @@ def _post_json(url: str, doc: dict[str, Any]) -> tuple[int, dict[str, Any]]:
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
+
+
+def test_fewest_calls_gives_the_next_call_to_the_agent_who_took_fewest(
+    make_gateway: Callable[..., GatewayThread],
+    sipp_factory: Callable[..., peers.Sipp],
+    carrier_port: int,
+) -> None:
+    gw = make_gateway("fewest_calls")
+    _sipp_agents(sipp_factory, gw, list(AGENTS), calls=4)
+    for ext in ("1002", "1003"):
+        _api(gw, f"/api/agents/{ext}/pause", "POST")
+    first = _caller(sipp_factory, gw, carrier_port, talk_ms=300, calls=2, rate=1)
+    assert first.start().wait(30).ok, first.result().describe()  # 1001 alone takes two
+    for ext in ("1002", "1003"):
+        _api(gw, f"/api/agents/{ext}/unpause", "POST")
+    gw.wait_for(lambda: len(gw.gw.store.interactions(10)) == 2, 10, "two interactions")
+    more = _caller(sipp_factory, gw, carrier_port, talk_ms=300, calls=4, rate=1)
+    assert more.start().wait(40).ok, more.result().describe()
+    gw.wait_for(lambda: len(gw.gw.store.interactions(10)) == 6, 10, "six interactions")
+    order = [r["agent"] for r in _interactions(gw)]
+    # 1002 and 1003 (no calls yet) come before 1001 (two); then the counts are even again.
+    assert order[:2] == ["1001", "1001"] and sorted(order[2:4]) == ["1002", "1003"], order
+    counts = {a: order.count(a) for a in AGENTS}
+    assert counts == {"1001": 2, "1002": 2, "1003": 2}, order
+
+
+def test_random_spreads_calls_over_the_agents_in_no_fixed_order(
+    make_gateway: Callable[..., GatewayThread],
+    sipp_factory: Callable[..., peers.Sipp],
+    carrier_port: int,
+) -> None:
+    import random
+
+    gw = make_gateway("random")
+    gw.gw.cc.rng = random.Random(
+        20261125
+    )  # the choices are the gateway's; the seed makes them repeatable
+    _sipp_agents(sipp_factory, gw, list(AGENTS), calls=12)
+    caller = _caller(sipp_factory, gw, carrier_port, talk_ms=200, calls=12, rate=2)
+    assert caller.start().wait(40).ok, caller.result().describe()
+    gw.wait_for(lambda: len(gw.gw.store.interactions(20)) == 12, 10, "twelve interactions")
+    order = [r["agent"] for r in _interactions(gw)]
+    assert set(order) == set(AGENTS), order  # everyone gets calls ...
+    rotation = [list(AGENTS)[i % 3] for i in range(12)]
+    assert order != rotation, order  # ... but not in turn
