@@ -1290,6 +1290,14 @@ def _check_mesh(cfg: SiteConfig) -> None:
     for qi, q in enumerate(cfg.queues):
         if q.overflow is None:
             continue
+        hours = q.overflow.hours
+        if hours is not None and hours not in cfg.schedules:
+            known = ", ".join(sorted(cfg.schedules)) or "none defined"
+            raise ConfigError(
+                cfg.source,
+                f"queues[{qi}].overflow.hours",
+                f"no schedule {hours!r} (known: {known})",
+            )
         for i, target in enumerate(q.overflow.targets):
             if target != "*" and target not in seen:
                 raise ConfigError(

@@ -62,7 +62,9 @@ class OverflowConfig:
     when_no_skill: bool = False
     """Overflow when no logged-in agent has the skills the call needs; default false."""
     when_closed: bool = False
-    """Overflow when the site's hours (schedule ``hours``, if any) say closed; default false."""
+    """Overflow when the schedule named by ``hours`` says the site is closed; default false."""
+    hours: str | None = None
+    """A ``[schedules]`` name: the site's opening hours for ``when_closed``; required with it."""
     targets: tuple[str, ...] = ("*",)
     """Site names in preference order, or ``"*"`` for any live site with the queue; default
     ``["*"]``. Only sites with a ``[[trunks]]`` entry whose ``site`` is that name can be reached."""
@@ -195,6 +197,7 @@ def parse_overflow(t: _Table) -> OverflowConfig:
         max_wait=_opt_float(t, "max_wait"),
         when_no_skill=t.value("when_no_skill", bool, False),
         when_closed=t.value("when_closed", bool, False),
+        hours=t.string("hours", None, pattern=_NAME_RE, what="a schedule name"),
         targets=t.items("targets", target, ("*",), what="a site name"),
         target_queue=target_queue,
         max_hops=t.integer("max_hops", 1, 0, 8),
@@ -202,6 +205,8 @@ def parse_overflow(t: _Table) -> OverflowConfig:
     )
     if not cfg.targets:
         raise t.error("targets", "must not be empty (leave it out for any site)")
+    if cfg.when_closed and cfg.hours is None:
+        raise t.error("hours", "is required with when_closed: the schedule of opening hours")
     t.done()
     return cfg
 

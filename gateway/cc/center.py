@@ -180,6 +180,7 @@ class ContactCentre:
         cc = cfg.cc
         self.prompts = PromptLibrary(Path(cc.prompts) if cc.prompts else PROMPT_ROOT)
         schedules = parse_schedules(dict(cfg.schedules)) if cfg.schedules else {}
+        self.schedules = schedules
         self.flows: FlowSet | None = (
             FlowSet.parse(dict(cfg.ivr), schedules=schedules, prompts=self.prompts)
             if cfg.ivr

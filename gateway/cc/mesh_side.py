@@ -19,6 +19,7 @@ import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
@@ -102,6 +103,7 @@ class MeshSide:
         self.centre = centre
         self.port = port
         self.policies: dict[str, OverflowPolicy] = {}
+        self.hours: dict[str, str] = {}  # queue → schedule of opening hours (when_closed)
         self.apply_policy("overflow", None)
         self.attempts: dict[str, _Attempt] = {}  # call id → overflow leg in flight
         self.retry_at: dict[str, float] = {}  # call id → no new attempt before
@@ -121,10 +123,13 @@ class MeshSide:
         own = {q.name: q.overflow for q in self.centre.cfg.queues}
         published: Mapping[str, Any] = value if isinstance(value, Mapping) else {}
         policies: dict[str, OverflowPolicy] = {}
+        hours: dict[str, str] = {}
         for queue, mine in own.items():
             o = published.get(queue, mine)
             if o is None or not o.enabled:
                 continue
+            if o.hours is not None:
+                hours[queue] = o.hours
             policies[queue] = OverflowPolicy(
                 queue=queue,
                 max_ewt_s=o.max_ewt,
@@ -140,6 +145,7 @@ class MeshSide:
         if value is not None:
             log.info("overflow policy from HQ applied to %s", sorted(set(published) & set(own)))
         self.policies = policies
+        self.hours = hours
 
     # ------------------------------------------------------------------ load out
 
@@ -154,9 +160,18 @@ class MeshSide:
             waiting=q.line.live_count(),
             ewt_s=self._ewt(queue, now, q.line.live_count() + 1),
             logged_in_by_skill=by_skill,
+            open=self.is_open(queue, now),
             site=self.port.site,
             logged_in=logged_in,
         )
+
+    def is_open(self, queue: str, now: float) -> bool:
+        """Whether the queue's opening hours (``overflow.hours``) say open at ``now``."""
+        name = self.hours.get(queue)
+        schedule = self.centre.schedules.get(name) if name is not None else None
+        if schedule is None:
+            return True
+        return bool(schedule.is_open(datetime.fromtimestamp(now, UTC)))
 
     def _skills(self, queue: str) -> tuple[dict[str, int], dict[str, int]]:
         logged: dict[str, int] = {}

@@ -61,7 +61,11 @@ def mesh_pair(
     started: list[GatewayThread] = []
 
     def make(
-        overflow: dict[str, Any] | None, *, gz_logged_in: bool = True, hq: HqThread | None = None
+        overflow: dict[str, Any] | None,
+        *,
+        gz_logged_in: bool = True,
+        hq: HqThread | None = None,
+        schedules: dict[str, Any] | None = None,
     ) -> tuple[GatewayThread, GatewayThread, int]:
         ports = {s: peers.free_port(ip, "both") for s, ip in SITES.items()}
         carrier = peers.free_port("127.0.0.1", "udp")
@@ -101,6 +105,8 @@ def mesh_pair(
                 }
             )
             cfg["media"]["rtp_port_min"], cfg["media"]["rtp_port_max"] = _rtp(site)
+            if schedules:
+                cfg["schedules"] = schedules
             gw = GatewayThread(cfg, sip_port=ports[site]).__enter__()
             started.append(gw)
             gws[site] = gw
@@ -449,3 +455,19 @@ class _EventReader:
 
     def close(self) -> None:
         self._resp.close()
+
+
+def test_a_closed_site_sends_its_callers_to_one_that_is_open(
+    mesh_pair: Callable[..., tuple[GatewayThread, GatewayThread, int]],
+    sipp_factory: Callable[..., peers.Sipp],
+) -> None:
+    never = {"timezone": "UTC", "week": {}}  # closed round the clock
+    sh, gz, carrier = mesh_pair(
+        {"when_closed": True, "hours": "shut", "targets": ["guangzhou"]},
+        schedules={"shut": never},
+    )
+    remote = _register_agent(sipp_factory, gz)  # nobody answers at Shanghai: it is closed
+    caller = _caller(sipp_factory, sh, carrier, talk_ms=4000).start()
+    assert caller.wait(30).ok, caller.result().describe()
+    assert remote.wait(15).ok, remote.result().describe()
+    assert sh.call(lambda: sh.gw.cc.mesh.overflowed_out) == 1

@@ -115,3 +115,20 @@ def test_a_published_policy_is_validated_with_the_key_named() -> None:
         parse_policy("hours", {})
     with pytest.raises(ValueError, match="must be a table"):
         parse_policy("overflow", {"service": 3})
+
+
+def test_overflow_when_closed_names_the_schedule_of_opening_hours() -> None:
+    doc = _doc()
+    doc["queues"][0]["overflow"] = {"when_closed": True}
+    with pytest.raises(ConfigError) as err:
+        parse_config(doc, env={})
+    assert err.value.key == "queues[0].overflow.hours"
+    doc["queues"][0]["overflow"] = {"when_closed": True, "hours": "office"}
+    with pytest.raises(ConfigError, match="no schedule 'office'"):
+        parse_config(doc, env={})
+    doc["schedules"] = {
+        "office": {"timezone": "Asia/Shanghai", "shifts": {"day": "08:00-20:00"},
+                   "week": {"mon-sun": ["day"]}},
+    }  # fmt: skip
+    q = parse_config(doc, env={}).queues[0]
+    assert q.overflow is not None and q.overflow.hours == "office"
