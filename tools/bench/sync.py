@@ -2,19 +2,21 @@
 
     site process (core 1)                                  HQ process (core 0)
     ┌──────────────────────────────────────────┐  gRPC   ┌────────────────────────────────┐
-    │ pacer (loop) ─► writer thread ─► SQLite  │ mutual  │ `ccgw hq` (HqApp: HqServer +   │
-    │ SyncClient (loop) ◄─ outbox peek/trim ───┼──TLS───►│ SQLite or PostgreSQL store)    │
+    │ pacer ─► StoreWriter ─► writer ─► SQLite │ mutual  │ `ccgw hq` (HqApp: HqServer +   │
+    │ SyncClient (loop) ◄─ peek/trim (threads) ┼──TLS───►│ SQLite or PostgreSQL store)    │
     └──────────────────────────────────────────┘         └────────────────────────────────┘
 
 The site process (``python -m tools.bench.sync site ...``) is driven by the bench over JSON lines
 on its stdin/stdout. It writes records exactly as ``ccgw run`` does: the event loop builds a
-CDR or an interaction record and hands ``SqliteSiteStore.write_cdr`` / ``write_interaction`` to
-the single writer thread (row + outbox entry in one transaction); the sync client reads the
-outbox through the same writer thread (as ``gateway.mesh.node`` wires it) and is notified after
-each commit. HQ is the real ``python -m gateway.cli hq`` with a generated config.
+CDR or an interaction record and queues ``SqliteSiteStore.write_cdr`` / ``write_interaction``
+on a :class:`gateway.store.writer.StoreWriter` (group commit: the writes queued meanwhile in one
+transaction on the single writer thread, row + outbox entry in a savepoint each); the sync
+client reads and trims the outbox in its own threads with raw payloads (as
+``gateway.mesh.node`` wires it) and is notified after each batch. HQ is the real
+``python -m gateway.cli hq`` with a generated config.
 
 Prints one JSON document on stdout (progress on stderr) and saves it under
-``tools/bench/results/sync-<date>.json``. See ``tools/bench/sync_README.md``.
+``tools/bench/results/sync-<date>-<HHMM>.json``. See ``tools/bench/sync_README.md``.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import threading
 import time
 import urllib.request
 from array import array
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -65,6 +68,7 @@ TARGET_RECORDS_PER_S = 20_000
 TARGET_LAG_P99_S = 1.0
 RESULTS = Path(__file__).resolve().parent / "results"
 CONTENDED_PCT = 10.0  # foreign load on a pinned core above which a phase is flagged
+TRIM = "outbox trim"  # what= of the trims --outbox reader queues on the StoreWriter
 
 
 def log(msg: str) -> None:
@@ -99,18 +103,21 @@ class RecordMaker:
         self._cdr = Cdr
         self.site = site
         self.rng = random.Random(seed)
+        self._draws: tuple[int, float, float, float] = (-1, 0.0, 0.0, 0.0)
 
     def make(self, i: int, store: Any) -> tuple[Callable[[Any], int], Any]:
         """Record ``i``: even → the CDR of call ``i // 2``, odd → its interaction."""
         k = i // 2
-        rng = random.Random(k)  # both records of a call agree
+        if self._draws[0] != k:  # both records of a call agree; seeding once per call
+            rng = random.Random(k)
+            r = rng.random()
+            w = round(rng.uniform(2.0, 60.0), 3)
+            self._draws = (k, r, w, round(rng.uniform(30.0, 400.0), 3) if r < 0.85 else 0.0)
+        _, roll, wait, talk = self._draws
         now = time.time()
         caller = f"+86138{k % 100_000_000:08d}"
         queue_name = self.QUEUES[k % 2]
         agent = f"10{k % 20 + 1:02d}"
-        roll = rng.random()
-        wait = round(rng.uniform(2.0, 60.0), 3)
-        talk = round(rng.uniform(30.0, 400.0), 3) if roll < 0.85 else 0.0
         start = now - wait - talk - 8.0
         answered = start + 8.0 + wait if roll < 0.85 else None
         end = (answered + talk) if answered is not None else start + 8.0 + wait
@@ -160,10 +167,19 @@ class RecordMaker:
 
 
 class Writer:
-    """The site's store writes: the loop builds each record and runs the write on the single
-    writer thread (``ccgw run``'s ``_store_write``); after the commit ``on_commit`` runs on the
-    loop (the gateway wakes the sync client there). Record ``i`` (0-based) gets outbox seq
-    ``i + 1`` (fresh database, one writer): checked against ``sqlite_sequence`` at the end."""
+    """The site's store writes, as ``ccgw run`` makes them (``gateway/app.py`` ``_store_write``):
+    the loop builds each record and queues it on a :class:`gateway.store.writer.StoreWriter`,
+    which commits whatever was queued meanwhile in one transaction on the single writer thread
+    (a savepoint each); its ``on_committed`` runs on the loop after each batch, in commit order,
+    and wakes the sync client there. Record ``i`` (0-based) gets outbox seq ``i + 1`` (fresh
+    database, one writer): checked against ``sqlite_sequence`` at the end.
+
+    ``mode="record"`` is the old path (before group commit): one ``run_in_executor`` and one
+    transaction per record, for comparison.
+
+    Per record: ``submit_ts`` (queued on the loop), ``commit_ts`` (the batch's transaction
+    returned, stamped on the writer thread) and ``seen_ts`` (``on_committed`` ran on the loop:
+    the moment the gateway notifies the sync client), all appended in seq order."""
 
     def __init__(
         self,
@@ -173,19 +189,62 @@ class Writer:
         maker: RecordMaker,
         *,
         max_inflight: int,
+        mode: str = "group",
     ) -> None:
+        from gateway.store.writer import StoreWriter
+
         self.store = store
         self.executor = executor
         self.loop = loop
         self.maker = maker
         self.max_inflight = max_inflight
+        self.mode = mode
         self.on_commit: Callable[[], None] | None = None
         self.submitted = 0
         self.committed = 0
         self.errors = 0
         self.cap_hits = 0
+        self.batches = 0
+        self.batch_sizes: list[int] = []  # records per committed batch (group mode)
         self.submit_ts = array("d")
-        self.commit_ts = array("d")  # appended on the writer thread, in commit (= seq) order
+        self.commit_ts = array("d")
+        self.seen_ts = array("d")
+        self._flushed_at: deque[float] = deque()  # writer thread → loop, one per flush
+
+        bench = self
+
+        class _Stamped(StoreWriter):
+            """StoreWriter, plus the wall-clock time each batch's transaction returned."""
+
+            def flush(self) -> list[Any]:
+                results = super().flush()
+                bench._flushed_at.append(time.time())
+                return results
+
+        self.group = _Stamped(store, loop, executor, self._committed)
+
+    # -- group commit (the gateway's path) --------------------------------------------------
+
+    def _committed(self, results: list[Any]) -> None:
+        """StoreWriter's ``on_committed``: on the loop, per batch, results in write order."""
+        now = time.time()
+        stamp = self._flushed_at.popleft() if self._flushed_at else now
+        results = [r for r in results if r[1] != TRIM]  # --outbox reader queues its trims
+        if not results:
+            return
+        self.batches += 1
+        self.batch_sizes.append(len(results))
+        for _fn, what, exc in results:
+            self.commit_ts.append(stamp)
+            self.seen_ts.append(now)
+            if exc is not None:
+                self.errors += 1
+                log(f"write failed: {what}: {exc!r}")
+        self.committed += len(results)
+        if self.on_commit is not None:
+            self.on_commit()  # as gateway/app.py `_committed` → MeshNode.notify_sync
+
+    # -- one transaction per record (the old path, --writes record) --------------------------
 
     def _job(self, fn: Callable[[Any], int], arg: Any) -> None:
         fn(arg)
@@ -193,6 +252,8 @@ class Writer:
 
     def _done(self, fut: asyncio.Future[None]) -> None:
         self.committed += 1
+        self.batches += 1
+        self.seen_ts.append(time.time())
         if fut.cancelled() or fut.exception() is not None:
             self.errors += 1
             log(f"write failed: {fut.exception()!r}")
@@ -203,8 +264,25 @@ class Writer:
         fn, arg = self.maker.make(self.submitted, self.store)
         self.submit_ts.append(time.time())
         self.submitted += 1
-        fut = self.loop.run_in_executor(self.executor, self._job, fn, arg)
-        fut.add_done_callback(self._done)
+        if self.mode == "group":
+            self.group.write(fn, arg, what=f"record {self.submitted}")
+        else:
+            fut = self.loop.run_in_executor(self.executor, self._job, fn, arg)
+            fut.add_done_callback(self._done)
+
+    def batch_stats(self, since: int = 0) -> dict[str, Any]:
+        """Records per committed transaction of batches ``since`` .. now."""
+        sizes = self.batch_sizes[since:] if self.mode == "group" else []
+        if not sizes:
+            return {"mode": self.mode, "batches": 0}
+        s = sorted(sizes)
+        return {
+            "mode": self.mode,
+            "batches": len(s),
+            "records_per_batch_mean": round(sum(s) / len(s), 1),
+            "p50": s[len(s) // 2],
+            "max": s[-1],
+        }
 
     @property
     def inflight(self) -> int:
@@ -309,31 +387,97 @@ class SiteBench:
             self.loop,
             RecordMaker(SITE),
             max_inflight=args.max_inflight,
+            mode=args.writes,
         )
-        if args.outbox == "writer":  # as gateway.mesh.node wires it: on the writer thread
+        store = self.store
+        if args.outbox == "gateway":
+            # Exactly as gateway/mesh/node.py `MeshNode.start_sync` wires it: outbox reads and
+            # trims in their own threads (not behind the writes queued on the writer thread),
+            # payloads as stored JSON text (raw=True: sent without decoding and re-encoding).
+
+            async def peek(after: int, limit: int) -> list[Any]:
+                return await asyncio.to_thread(store.outbox_peek, after, limit, raw=True)
+
+            async def trim(upto: int) -> int:
+                return await asyncio.to_thread(store.outbox_trim, upto)
+
+            async def depth() -> int:
+                return await asyncio.to_thread(store.outbox_depth)
+
+        elif args.outbox == "writer":  # the old wiring: on the writer thread, decoded
 
             async def peek(after: int, limit: int) -> list[Any]:
                 return await self.loop.run_in_executor(
-                    self.executor, self.store.outbox_peek, after, limit
+                    self.executor, store.outbox_peek, after, limit
                 )
 
             async def trim(upto: int) -> int:
-                return int(
-                    await self.loop.run_in_executor(self.executor, self.store.outbox_trim, upto)
-                )
+                return int(await self.loop.run_in_executor(self.executor, store.outbox_trim, upto))
 
             async def depth() -> int:
-                return int(await self.loop.run_in_executor(self.executor, self.store.outbox_depth))
+                return int(await self.loop.run_in_executor(self.executor, store.outbox_depth))
 
-        else:  # StoreOutbox: asyncio.to_thread (default executor)
-            out = StoreOutbox(self.store)
+        elif args.outbox == "reader":
+            # A prototype, NOT the gateway's wiring (see sync_README.md, "suggestions"): outbox
+            # reads on a second, read-only connection (WAL: a reader sees the last commit and
+            # never waits for the writer's transaction or the store's lock); trims queued with
+            # the writes (a savepoint in the next group commit, so no second writer).
+            import sqlite3
+
+            from gateway.store.model import OutboxEntry
+
+            rconn = sqlite3.connect(
+                f"file:{args.db}?mode=ro", uri=True, check_same_thread=False, isolation_level=None
+            )
+            rlock = threading.Lock()
+
+            def read_outbox(after: int, limit: int) -> list[OutboxEntry]:
+                with rlock:
+                    rows = rconn.execute(
+                        "SELECT seq, kind, payload, created_ts FROM outbox WHERE seq > ? "
+                        "ORDER BY seq LIMIT ?",
+                        (after, limit),
+                    ).fetchall()
+                return [OutboxEntry(*r) for r in rows]
+
+            def count_outbox() -> int:
+                with rlock:
+                    return int(rconn.execute("SELECT count(*) FROM outbox").fetchone()[0])
+
+            async def peek(after: int, limit: int) -> list[Any]:
+                return await asyncio.to_thread(read_outbox, after, limit)
+
+            async def trim(upto: int) -> int:
+                self.writer.group.write(store.outbox_trim, upto, what=TRIM)
+                return 0  # the depth is refreshed by the client's stats loop
+
+            async def depth() -> int:
+                return await asyncio.to_thread(count_outbox)
+
+        else:  # "thread": StoreOutbox (asyncio.to_thread), payloads decoded
+            out = StoreOutbox(store)
             peek, trim, depth = out.peek, out.trim, out.depth  # type: ignore[assignment]
+        # how long each outbox call takes, seen from the loop (thread hop + store lock + SQL)
+        self.outbox_s: dict[str, array[float]] = {"peek": array("d"), "trim": array("d")}
+
+        def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+            spent = self.outbox_s[name]
+
+            async def call(*a: Any) -> Any:
+                t0 = time.perf_counter()
+                try:
+                    return await fn(*a)
+                finally:
+                    spent.append(time.perf_counter() - t0)
+
+            return call
+
         self.client = SyncClient(
             SITE,
             args.target,
             channel_credentials(Path(args.pki), SITE),
-            peek=peek,
-            trim=trim,
+            peek=timed("peek", peek),
+            trim=timed("trim", trim),
             depth=depth,
             batch=args.batch,
             window=args.window,
@@ -391,6 +535,7 @@ class SiteBench:
         never started: the generator ceiling)."""
         w = self.writer
         first = w.submitted
+        b0 = len(w.batch_sizes)
         t0 = time.time()
         await w.paced(0, count=n)
         await w.settle()
@@ -399,6 +544,7 @@ class SiteBench:
             "records": n,
             "seconds": round(dt, 3),
             "records_per_s": round(n / dt),
+            "writes": w.batch_stats(b0),
             "sync_client_running": self._tracker_task is not None,
             "write_errors": w.errors,
             "last_seq": first + n,
@@ -432,6 +578,8 @@ class SiteBench:
         self.client.lag_samples.clear()
         first = w.submitted
         caps = w.cap_hits
+        b0 = len(w.batch_sizes)
+        calls0 = {k: len(v) for k, v in self.outbox_s.items()}
         t0 = time.time()
         await w.paced(rate, count=int(rate * seconds), seconds=seconds)
         t_submitted = time.time()
@@ -442,6 +590,7 @@ class SiteBench:
         lags, missing = self._lags(first, last)
         commits = w.commit_ts[first:last]
         delays = [c - s for c, s in zip(commits, w.submit_ts[first:last], strict=True)]
+        hops = [s - c for s, c in zip(w.seen_ts[first:last], commits, strict=True)]
         commit_span = commits[-1] - t0 if n else 0.0
         offered = n / max(1e-6, t_submitted - t0)
         committed = n / max(1e-6, commit_span)
@@ -455,6 +604,9 @@ class SiteBench:
             "writer_kept_up": n >= 0.97 * rate * seconds and committed >= 0.97 * rate,
             "writer_queue_delay_s": quantiles(delays),
             "writer_inflight_cap_hits": w.cap_hits - caps,
+            "writes": w.batch_stats(b0),
+            "commit_to_loop_s": quantiles(hops),
+            "outbox_call_s": {k: quantiles(list(v[calls0[k] :])) for k, v in self.outbox_s.items()},
             "all_acked": all_acked,
             "unacked": missing,
             "lag_s": quantiles(lags),
@@ -555,6 +707,7 @@ class SiteBench:
                 await self._tracker_task
         await self.client.stop()
         self.executor.shutdown(wait=True)
+        self.writer.group.close()  # whatever is still queued (nothing after settle)
         self.store.close()
 
 
@@ -617,6 +770,7 @@ class Options:
     batch: int
     window: int
     outbox: str
+    writes: str
     poll_s: float
     max_inflight: int
     backoff_max: float
@@ -649,6 +803,8 @@ class SiteProc:
             str(opts.window),
             "--outbox",
             opts.outbox,
+            "--writes",
+            opts.writes,
             "--poll",
             str(opts.poll_s),
             "--max-inflight",
@@ -889,8 +1045,15 @@ def run_store(kind: str, opts: Options, root: Path, pki: Path) -> dict[str, Any]
         # 1. generator ceiling + backlog: the writer alone (sync client not started, HQ down)
         log(f"{kind}: writing {opts.records} records with HQ down (writer ceiling)")
         fill: dict[str, Any] = {}
+        spy = None
+        if opts.profile is not None:
+            spy = _start_profile(
+                opts, workdir, f"{kind}-fill-site", site.pid, opts.records / 4000 + 5
+            )
         with meter.measure(fill):
             fill.update(site.call("fill", n=opts.records))
+        if spy is not None:
+            fill["profile"] = {"site": _profile_summary(spy)}
         out["writer_ceiling"] = fill
         log(f"{kind}: writer alone {fill['records_per_s']} records/s")
 
@@ -921,10 +1084,22 @@ def run_store(kind: str, opts: Options, root: Path, pki: Path) -> dict[str, Any]
         out["steady"] = []
         for rate in opts.rates:
             step: dict[str, Any] = {}
+            spies = []
+            if opts.profile is not None and rate == max(opts.rates):
+                secs = opts.seconds + 3
+                spies = [
+                    _start_profile(opts, workdir, f"{kind}-steady{rate}-hq", hq.pid or 0, secs),
+                    _start_profile(opts, workdir, f"{kind}-steady{rate}-site", site.pid, secs),
+                ]
             with meter.measure(step):
                 step.update(
                     site.call("steady", rate=rate, seconds=opts.seconds, timeout=opts.timeout)
                 )
+            if spies:
+                step["profile"] = {
+                    "hq": _profile_summary(spies[0]),
+                    "site": _profile_summary(spies[1]),
+                }
             out["steady"].append(step)
             log(
                 f"{kind}: steady {rate}/s: committed {step['committed_per_s']}/s, lag "
@@ -1049,9 +1224,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--window", type=int, default=8, help="SyncClient batches in flight")
     ap.add_argument(
         "--outbox",
-        choices=("writer", "thread"),
-        default="writer",
-        help="outbox reads on the writer thread (as ccgw run) or StoreOutbox's to_thread",
+        choices=("gateway", "writer", "thread", "reader"),
+        default="gateway",
+        help="outbox reads as gateway/mesh/node.py wires them (to_thread, raw payloads), or "
+        "the old wirings: on the writer thread (decoded), StoreOutbox's to_thread (decoded); "
+        "reader: a prototype (a read-only connection for peeks, trims queued with the writes)",
+    )
+    ap.add_argument(
+        "--writes",
+        choices=("group", "record"),
+        default="group",
+        help="site writes through StoreWriter (group commit, as ccgw run) or the old path "
+        "(one transaction per record)",
     )
     ap.add_argument("--poll", type=float, default=0.002, help="ack poll interval (s)")
     ap.add_argument("--max-inflight", type=int, default=5000, help="writes queued at most")
@@ -1089,6 +1273,7 @@ def main(argv: list[str] | None = None) -> int:
         batch=args.batch,
         window=args.window,
         outbox=args.outbox,
+        writes=args.writes,
         poll_s=args.poll,
         max_inflight=args.max_inflight,
         backoff_max=args.backoff_max,
@@ -1106,9 +1291,11 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         "bench": "sync",
         "date": stamp.isoformat(timespec="seconds"),
-        "scenario": "site process (writer thread: SqliteSiteStore.write_cdr / write_interaction "
-        "one transaction per record; SyncClient over mutual TLS) -> `ccgw hq` (HqApp) on "
-        "127.0.0.1; HQ (+ PostgreSQL) pinned to --hq-cpus, the site to --site-cpus",
+        "scenario": "site process (SqliteSiteStore.write_cdr / write_interaction through "
+        "StoreWriter: group commit on one writer thread, a savepoint per record; SyncClient "
+        "over mutual TLS, outbox read off the writer thread with raw payloads, as "
+        "gateway/mesh/node.py) -> `ccgw hq` (HqApp) on 127.0.0.1; HQ (+ PostgreSQL) pinned to "
+        "--hq-cpus, the site to --site-cpus",
         "target": {
             "records_per_s": TARGET_RECORDS_PER_S,
             "lag_p99_s": TARGET_LAG_P99_S,
@@ -1132,6 +1319,7 @@ def main(argv: list[str] | None = None) -> int:
             "batch": opts.batch,
             "window": opts.window,
             "outbox_reads": opts.outbox,
+            "site_writes": opts.writes,
             "ack_poll_s": opts.poll_s,
             "hq_cpus": opts.hq_cpus,
             "site_cpus": opts.site_cpus,
@@ -1201,7 +1389,10 @@ def site_cli(argv: list[str]) -> int:
     ap.add_argument("--target", required=True)
     ap.add_argument("--batch", type=int, default=500)
     ap.add_argument("--window", type=int, default=8)
-    ap.add_argument("--outbox", choices=("writer", "thread"), default="writer")
+    ap.add_argument(
+        "--outbox", choices=("gateway", "writer", "thread", "reader"), default="gateway"
+    )
+    ap.add_argument("--writes", choices=("group", "record"), default="group")
     ap.add_argument("--poll", type=float, default=0.002)
     ap.add_argument("--max-inflight", type=int, default=5000)
     ap.add_argument("--backoff-max", type=float, default=5.0)
