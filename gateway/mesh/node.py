@@ -228,6 +228,7 @@ class MeshNode:
             trim=trim,
             depth=depth,
             batch=self.mesh.sync_batch,
+            backoff_max=2.0,  # back soon after HQ is: the catch-up is mostly this wait
         )
         self.sync.register_metrics(registry)
         await self.sync.start()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Final, Literal
 
 __all__ = ["DIRECTIONS", "HANGUP_SIDES", "Cdr", "Direction", "HangupSide", "OutboxEntry"]
@@ -59,7 +59,7 @@ class Cdr:
 
     def to_dict(self) -> dict[str, Any]:
         """All fields plus ``duration_s`` and ``billsec_s``, JSON-ready (the outbox payload)."""
-        out = asdict(self)
+        out = {f: getattr(self, f) for f in _CDR_FIELDS}  # asdict() deep-copies: slower
         out["duration_s"] = self.duration_s
         out["billsec_s"] = self.billsec_s
         return out
@@ -75,3 +75,6 @@ class OutboxEntry:
     """The record (a dict), or its JSON text as stored (:meth:`outbox_peek` with ``raw``: what the
     sync client sends as is, without decoding and encoding it again)."""
     created_ts: float
+
+
+_CDR_FIELDS: Final = tuple(f.name for f in fields(Cdr))

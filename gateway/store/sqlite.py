@@ -38,6 +38,8 @@ _CDR_COLUMNS: Final = (
 _INSERT_CDR: Final = (
     f"INSERT INTO cdrs ({', '.join(_CDR_COLUMNS)}) VALUES ({', '.join('?' * len(_CDR_COLUMNS))})"
 )
+_encode: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+"""Compact JSON (one shared encoder: ``json.dumps`` with options builds one per call)."""
 _INSERT_OUTBOX: Final = "INSERT INTO outbox (kind, payload, created_ts) VALUES (?, ?, ?)"
 
 
@@ -84,6 +86,8 @@ class SqliteSiteStore:
         self._clock = clock
         self._lock = threading.RLock()
         self._depth = 0  # transaction nesting on the lock's owner: >0 inside a group
+        self._read_conn: sqlite3.Connection | None = None
+        self._read_lock = threading.Lock()
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -144,7 +148,7 @@ class SqliteSiteStore:
         ``kind`` is not exported)."""
         if self.export_kinds is not None and kind not in self.export_kinds:
             return 0
-        text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        text = _encode(payload)
         cur = conn.execute(_INSERT_OUTBOX, (kind, text, self._clock()))
         assert cur.lastrowid is not None
         return cur.lastrowid
@@ -269,13 +273,26 @@ class SqliteSiteStore:
             out.append(Cdr(**fields))
         return out
 
+    def _reader(self) -> tuple[sqlite3.Connection, Any]:
+        """A second connection for the sync client's outbox reads (WAL: readers never wait for
+        the writer's transaction, which may hold a whole group of writes), and its lock."""
+        if self._read_conn is None or self.path == ":memory:":
+            if self.path == ":memory:":
+                return self._conn, self._lock
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout=5000")
+            self._read_conn = conn
+        return self._read_conn, self._read_lock
+
     def outbox_peek(
         self, after_seq: int = 0, limit: int = 100, *, raw: bool = False
     ) -> list[OutboxEntry]:
         """Up to ``limit`` entries with ``seq > after_seq``, oldest first; with ``raw`` each
-        payload is its stored JSON text."""
-        with self._lock:
-            rows = self._conn.execute(
+        payload is its stored JSON text. Reads what is committed, without waiting for a write
+        in progress."""
+        conn, lock = self._reader()
+        with lock:
+            rows = conn.execute(
                 "SELECT seq, kind, payload, created_ts FROM outbox WHERE seq > ? "
                 "ORDER BY seq LIMIT ?",
                 (after_seq, max(0, limit)),
@@ -290,12 +307,17 @@ class SqliteSiteStore:
             return conn.execute("DELETE FROM outbox WHERE seq <= ?", (upto_seq,)).rowcount
 
     def outbox_depth(self) -> int:
-        """Entries waiting in the outbox."""
-        with self._lock:
-            return int(self._conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
+        """Entries waiting in the outbox (committed ones)."""
+        conn, lock = self._reader()
+        with lock:
+            return int(conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
 
     def close(self) -> None:
-        """Close the connection (idempotent)."""
+        """Close the connections (idempotent)."""
+        with self._read_lock:
+            if self._read_conn is not None:
+                self._read_conn.close()
+                self._read_conn = None
         with self._lock:
             self._conn.close()
 

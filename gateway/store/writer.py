@@ -22,6 +22,9 @@ __all__ = ["Result", "StoreWriter"]
 
 log = logging.getLogger(__name__)
 
+MAX_BATCH = 500
+"""Writes per transaction at most: a backlog commits in steps, so readers see it progress."""
+
 Result = tuple[Callable[..., Any], str, BaseException | None]
 """A write's function, what it wrote (for logs) and its error, ``None`` when committed."""
 
@@ -62,8 +65,8 @@ class StoreWriter:
 
     def flush(self) -> list[Result]:
         """On the writer thread (or at close): every queued write in one transaction."""
-        batch = []
-        while self._pending:
+        batch: list[tuple[Callable[..., Any], tuple[Any, ...], str]] = []
+        while self._pending and len(batch) < MAX_BATCH:
             batch.append(self._pending.popleft())
         if not batch:
             return []
