@@ -212,7 +212,8 @@ class _Servicer:
                     )
                 last = e.seq
                 try:
-                    payload = _decode_json(e.payload_json.decode())
+                    text = e.payload_json.decode()
+                    payload = _decode_json(text)
                 except ValueError as exc:
                     await context.abort(
                         grpc.StatusCode.INVALID_ARGUMENT,
@@ -222,7 +223,7 @@ class _Servicer:
                     await context.abort(
                         grpc.StatusCode.INVALID_ARGUMENT, f"entry {e.seq}: payload is not an object"
                     )
-                entries.append(SyncEntry(e.seq, e.kind, payload, e.created_ts))
+                entries.append(SyncEntry(e.seq, e.kind, payload, e.created_ts, text))
             state.backlog = msg.outbox_depth
             await queue.put((entries, len(entries)))
 

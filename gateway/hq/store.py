@@ -72,6 +72,9 @@ class SyncEntry:
     """The site's row as JSON (with its local ``"id"``), or a customer change payload."""
     created_ts: float
     """When the site wrote the entry (Unix epoch seconds)."""
+    raw: str | None = None
+    """The payload's JSON text as received, stored as is (no encoding again) when the row is
+    not merged with another entry of the batch; ``None``: encode ``payload``."""
 
 
 class CentralStore(Protocol):
@@ -170,7 +173,9 @@ def _column(value: Any, kind: type) -> Any:
 @dataclass(slots=True)
 class _BatchPlan:
     high_water: int
-    rows: dict[str, dict[int, tuple[list[Any], dict[str, Any], int]]] = field(default_factory=dict)
+    rows: dict[str, dict[int, tuple[list[Any], dict[str, Any], int, str | None]]] = field(
+        default_factory=dict
+    )
     """Table → local id → (indexed columns, payload, last seq): entries for one row within
     the batch already combined, so each row is written once."""
     changes: list[tuple[int, CustomerChange]] = field(default_factory=list)
@@ -202,11 +207,13 @@ def _plan_batch(
                 cols = [_column(payload.get(name), kind) for name, kind in row_kind.columns]
                 table = plan.rows.setdefault(row_kind.table, {})
                 earlier = table.get(local_id)
+                raw = e.raw
                 if earlier is not None:  # a later entry patches the row (as the upsert does)
-                    old_cols, old_payload, _ = earlier
+                    old_cols, old_payload, _, _ = earlier
                     cols = [o if n is None else n for n, o in zip(cols, old_cols, strict=True)]
                     payload = {**old_payload, **payload}
-                table[local_id] = (cols, payload, seq)
+                    raw = None
+                table[local_id] = (cols, payload, seq, raw)
                 continue
             reason = f"{e.kind} payload has no integer 'id'"
         elif e.kind == CUSTOMER_KIND:
@@ -264,11 +271,11 @@ def _plan_customers(
 
 
 def _row_params(
-    site: str, rows: Mapping[int, tuple[list[Any], dict[str, Any], int]], now: float
+    site: str, rows: Mapping[int, tuple[list[Any], dict[str, Any], int, str | None]], now: float
 ) -> list[tuple[Any, ...]]:
     return [
-        (site, local_id, *cols, _dumps(payload), seq, now)
-        for local_id, (cols, payload, seq) in rows.items()
+        (site, local_id, *cols, _dumps(payload) if raw is None else raw, seq, now)
+        for local_id, (cols, payload, seq, raw) in rows.items()
     ]
 
 
