@@ -503,3 +503,24 @@ def test_random_spreads_calls_over_the_agents_in_no_fixed_order(
     assert set(order) == set(AGENTS), order  # everyone gets calls ...
     rotation = [list(AGENTS)[i % 3] for i in range(12)]
     assert order != rotation, order  # ... but not in turn
+
+
+def test_ivr_menu_takes_rfc4733_digits_from_the_media(
+    make_gateway: Callable[..., GatewayThread],
+    sipp_factory: Callable[..., peers.Sipp],
+    carrier_port: int,
+) -> None:
+    gw = make_gateway("linear")
+    _sipp_agents(sipp_factory, gw, ["1001"], calls=1)
+    # "1" as RTP telephone-events (RFC 4733) while the welcome plays (barge-in): sales.
+    caller = sipp_factory(
+        "carrier_uac_dtmf.xml", gw.sip, local_port=carrier_port, service="+865000",
+        dtmf_digits="1", keys={"dtmf_ms": "1500", "info_digit": "#", "talk_ms": "1500"},
+        timeout=30,
+    )  # fmt: skip
+    result = caller.start().wait(30)
+    assert result.ok, result.describe()
+    gw.wait_for(lambda: len(gw.gw.store.interactions(10)) == 1, 10, "the interaction")
+    rec = _interactions(gw)[0]
+    assert rec["queue"] == "sales" and rec["agent"] == "1001", rec
+    assert "main/menu:1" in rec["ivr_path"], rec["ivr_path"]
