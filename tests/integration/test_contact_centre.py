@@ -524,3 +524,23 @@ def test_ivr_menu_takes_rfc4733_digits_from_the_media(
     rec = _interactions(gw)[0]
     assert rec["queue"] == "sales" and rec["agent"] == "1001", rec
     assert "main/menu:1" in rec["ivr_path"], rec["ivr_path"]
+
+
+def test_a_known_customer_reaches_their_named_agent_first(
+    make_gateway: Callable[..., GatewayThread],
+    sipp_factory: Callable[..., peers.Sipp],
+    carrier_port: int,
+) -> None:
+    gw = make_gateway("linear")  # linear would offer 1001 first
+    _sipp_agents(sipp_factory, gw, ["1001", "1002"], calls=1)
+    status, record = _post_json(
+        f"http://127.0.0.1:{gw.gw.http_port}/api/customers/C-7",
+        {"fields": {"name": "Zhou Min", "phones": ["+8613800138000"], "named_agent": "1002"},
+         "author": "1003"},
+    )  # fmt: skip
+    assert status == 200 and record["named_agent"] == "1002", record
+    caller = _caller(sipp_factory, gw, carrier_port, talk_ms=500)
+    assert caller.start().wait(30).ok, caller.result().describe()
+    gw.wait_for(lambda: len(gw.gw.store.interactions(10)) == 1, 10, "the interaction")
+    rec = _interactions(gw)[0]
+    assert rec["agent"] == "1002" and rec["customer_id"] == "C-7", rec
