@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import secrets
 from dataclasses import dataclass, field
 
 from gateway.sip.dialog import Dialog
 from gateway.sip.message import Request
 from gateway.sip.peer import Peer
+
+# SDP o= session ids (RFC 4566 §5.2) need only be unique, not secret: a seeded PRNG, not a
+# system call per leg.
+_session_ids = random.Random(secrets.randbits(64))
 
 
 @dataclass(slots=True)
@@ -31,7 +36,7 @@ class Leg:
     answered: bool = False
     ended: bool = False
     auth_tried: bool = False
-    sdp_session_id: int = field(default_factory=lambda: secrets.randbelow(2**31))
+    sdp_session_id: int = field(default_factory=lambda: _session_ids.getrandbits(31))
     sdp_version: int = 0
     ack_bytes_peer: tuple[bytes, Peer] | None = None  # the ACK we sent for its 2xx (to resend)
     remote_sdp: bytes = b""

@@ -7,10 +7,11 @@ message that was written canonically round-trips: ``bytes(parse_message(x)) == x
 
 from __future__ import annotations
 
-import secrets
+import os
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import NoReturn
+from typing import Final, NoReturn
 
 from . import grammar
 from .errors import (
@@ -77,19 +78,38 @@ REASONS: dict[int, str] = {
 }
 
 
+_POOL_SIZE: Final = 4096
+_pool = b""
+_pool_at = 0
+_pool_lock = threading.Lock()
+
+
+def _random_hex(n: int) -> str:
+    """``n`` bytes from the OS's CSPRNG as hex. The bytes are read 4 KiB at a time: one
+    ``getrandom`` call serves ~150 identifiers instead of one (it was 5 % of a busy gateway)."""
+    global _pool, _pool_at
+    with _pool_lock:
+        if _pool_at + n > len(_pool):
+            _pool, _pool_at = os.urandom(_POOL_SIZE), 0
+        chunk = _pool[_pool_at : _pool_at + n]
+        _pool_at += n
+    return chunk.hex()
+
+
 def new_tag() -> str:
-    """A fresh From/To tag (RFC 3261 §19.3: at least 32 bits of randomness)."""
-    return secrets.token_hex(5)
+    """A fresh From/To tag (RFC 3261 §19.3: globally unique, cryptographically random, at
+    least 32 bits: 40 here)."""
+    return _random_hex(5)
 
 
 def new_branch() -> str:
     """A fresh Via branch with the RFC 3261 magic cookie (§8.1.1.7)."""
-    return "z9hG4bK" + secrets.token_hex(8)
+    return "z9hG4bK" + _random_hex(8)
 
 
 def new_call_id(host: str) -> str:
     """A fresh Call-ID (RFC 3261 §8.1.1.4)."""
-    return f"{secrets.token_hex(10)}@{host}"
+    return f"{_random_hex(10)}@{host}"
 
 
 # --------------------------------------------------------------------------- header values
