@@ -181,6 +181,10 @@ class _BatchPlan:
     changes: list[tuple[int, CustomerChange]] = field(default_factory=list)
     unknown: list[tuple[Any, ...]] = field(default_factory=list)
     unknown_kinds: dict[str, int] = field(default_factory=dict)
+    missing: int = 0
+    """Sequence numbers skipped between the old high-water mark and this batch, or inside it:
+    a site's outbox has no gaps, so any is a fault (a site restored from an old backup, a bug)
+    to log loudly; the batch is applied all the same (refusing would stop the site's sync)."""
 
 
 def _plan_batch(
@@ -194,6 +198,7 @@ def _plan_batch(
     if not fresh:
         return None
     plan = _BatchPlan(high_water=max(fresh))
+    plan.missing = max(fresh) - high_water - len(fresh)
     for seq in sorted(fresh):
         e = fresh[seq]
         payload = e.payload
@@ -280,6 +285,14 @@ def _row_params(
 
 
 def _log_unknown(site: str, plan: _BatchPlan) -> None:
+    if plan.missing:
+        log.error(
+            "site %s: %d outbox entr%s missing below seq %d (a gap in what the site sent)",
+            site,
+            plan.missing,
+            "y" if plan.missing == 1 else "ies",
+            plan.high_water,
+        )
     for kind, n in plan.unknown_kinds.items():
         log.warning(
             "site %s: kept %d %r entr%s HQ cannot apply in unknown_entries",

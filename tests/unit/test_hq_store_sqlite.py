@@ -134,9 +134,13 @@ def test_high_water_is_per_site_and_equal_ids_do_not_collide(backend: Backend) -
     run(backend, body)
 
 
-def test_gap_is_allowed_and_late_lower_seqs_are_ignored(backend: Backend) -> None:
+def test_gap_is_applied_logged_as_an_error_and_late_lower_seqs_are_ignored(
+    backend: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
     async def body(store: CentralStore) -> None:
-        assert await store.apply_batch("sh", [cdr(1, 1), cdr(2, 2), cdr(5, 5)]) == 5
+        with caplog.at_level(logging.ERROR, logger="gateway.hq.store"):
+            assert await store.apply_batch("sh", [cdr(1, 1), cdr(2, 2), cdr(5, 5)]) == 5
+        assert "2 outbox entries missing below seq 5" in caplog.text
         assert await store.apply_batch("sh", [cdr(3, 3), cdr(4, 4)]) == 5
         assert (await store.counts())["cdrs"] == 3
 
