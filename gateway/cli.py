@@ -38,18 +38,24 @@ def tune_gc() -> None:
     gc.set_threshold(20_000, 20, 100)
 
 
-async def _run_site(args: argparse.Namespace) -> int:
-    from gateway.app import SiteGateway
-
-    cfg = load_config(args.config)
-    gw = SiteGateway(cfg, sip_port=args.sip_port, http_port=args.http_port)
-    await gw.start()
-    tune_gc()
+def _stop_on_signals() -> asyncio.Event:
+    """An event SIGINT and SIGTERM set (the process then stops cleanly)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def _run_site(args: argparse.Namespace) -> int:
+    from gateway.app import SiteGateway
+
+    cfg = load_config(args.config)
+    gw = SiteGateway(cfg, sip_port=args.sip_port, http_port=args.http_port)
+    stop = _stop_on_signals()  # before start: a SIGTERM while starting still stops cleanly
+    await gw.start()
+    tune_gc()
     print(
         f"ccgw site {cfg.site.name}: sip {cfg.sip.listen}:{gw.sip_port} "
         f"http {cfg.http.listen}:{gw.http_port}",
@@ -67,12 +73,8 @@ async def _run_hq(args: argparse.Namespace) -> int:
     if cfg.hq is None:
         raise ConfigError(cfg.source, "hq", "is required for `ccgw hq` (listen, database)")
     hq = HqApp(cfg, listen=args.listen, http_port=args.http_port)
+    stop = _stop_on_signals()
     await hq.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
     print(
         f"ccgw hq {cfg.site.name}: grpc {hq.listen.rpartition(':')[0]}:{hq.port} "
         f"http {cfg.hq.http.host if cfg.hq.http else '-'}:{hq.http_port}",
