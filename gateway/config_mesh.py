@@ -7,7 +7,7 @@ are the same: frozen dataclasses, every default documented, an error names the k
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -282,25 +282,62 @@ def parse_hq(t: _Table, base_dir: Path) -> HqConfig:
     return cfg
 
 
-POLICIES: Final = ("overflow",)
+POLICIES: Final = ("overflow", "service")
 """Policy names HQ may publish under ``/ccgw/config/`` (``docs/mesh.md``)."""
 
+SERVICE_RULES: Final = (
+    "ring_timeout",
+    "wrapup",
+    "announce_every",
+    "announce_position",
+    "vip_priority",
+    "sticky_s",
+    "service_level_s",
+    "short_abandon_s",
+)
+"""Queue keys the ``service`` policy may set (the same service rules at every site)."""
 
-def parse_policy(name: str, doc: dict[str, object]) -> dict[str, OverflowConfig]:
+
+def parse_service_rules(t: _Table) -> dict[str, object]:
+    """One queue's table of the ``service`` policy: a subset of :data:`SERVICE_RULES`, each
+    checked as in ``[[queues]]``."""
+    out: dict[str, object] = {}
+    checks: dict[str, Callable[[], object]] = {
+        "ring_timeout": lambda: t.positive("ring_timeout", 15.0),
+        "wrapup": lambda: t.number("wrapup", 10.0, 0.0),
+        "announce_every": lambda: t.number("announce_every", 30.0, 10.0),
+        "announce_position": lambda: t.value("announce_position", bool, True),
+        "vip_priority": lambda: t.integer("vip_priority", 10, 0, 1000),
+        "sticky_s": lambda: t.number("sticky_s", 30.0, 0.0),
+        "service_level_s": lambda: t.positive("service_level_s", 20.0),
+        "short_abandon_s": lambda: t.number("short_abandon_s", 5.0, 0.0),
+    }
+    for key in SERVICE_RULES:
+        if t.has(key):
+            out[key] = checks[key]()
+    t.done()
+    return out
+
+
+def parse_policy(name: str, doc: dict[str, object]) -> dict[str, object]:
     """Validate a policy HQ publishes for every site (``/ccgw/config/<name>``).
 
-    ``overflow``: queue name → an ``overflow`` table as in a site's ``[[queues]]``; it replaces
-    that queue's own overflow rules at every site that has the queue. ``ValueError`` (a
-    :class:`~gateway.config.ConfigError` naming the key) when anything is wrong.
+    ``overflow``: queue name → an ``overflow`` table as in a site's ``[[queues]]`` (an
+    :class:`OverflowConfig`); it replaces that queue's own overflow rules at every site that has
+    the queue. ``service``: queue name → some of :data:`SERVICE_RULES` (ring timeout, wrap-up,
+    announcements, VIP priority, sticky time, service-level and short-abandon thresholds) that
+    override the site's own. ``ValueError`` (a :class:`~gateway.config.ConfigError` naming the
+    key) when anything is wrong.
     """
     from gateway.config import ConfigError, _Table
 
     source = f"/ccgw/config/{name}"
     if name not in POLICIES:
         raise ConfigError(source, "", f"unknown policy (known: {', '.join(POLICIES)})")
-    out: dict[str, OverflowConfig] = {}
+    out: dict[str, object] = {}
     for queue, table in doc.items():
         if not _NAME_RE.fullmatch(queue):
             raise ConfigError(source, queue, "is not a queue name ([a-z0-9_-]+)")
-        out[queue] = parse_overflow(_Table(table, queue, source))
+        t = _Table(table, queue, source)
+        out[queue] = parse_overflow(t) if name == "overflow" else parse_service_rules(t)
     return out

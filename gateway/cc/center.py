@@ -580,6 +580,19 @@ class ContactCentre:
         self._announce(contact, now, first=True)
         self.dispatch()
 
+    def apply_service_rules(self, queue: str, rules: Mapping[str, Any]) -> None:
+        """Override some of ``queue``'s own settings (HQ's ``service`` policy); empty
+        ``rules``: back to the site's file."""
+        q = self.queues[queue]
+        own = self.cfg.queue(queue)
+        assert own is not None
+        q.cfg = dataclasses.replace(own, **rules)
+        q.figures.config = dataclasses.replace(
+            q.figures.config,
+            service_level_s=q.cfg.service_level_s,
+            short_abandon_s=q.cfg.short_abandon_s,
+        )
+
     # ------------------------------------------------------------------ screen-pop
 
     def call_context(self, call_id: str) -> dict[str, Any] | None:

@@ -117,7 +117,17 @@ class MeshSide:
     def apply_policy(self, name: str, value: object) -> None:
         """Apply a policy HQ published (``value`` from
         :func:`gateway.config_mesh.parse_policy`), or with ``None`` return to this site's own
-        configuration. Only ``overflow`` is known; queues this site lacks are ignored."""
+        configuration: ``overflow`` and ``service``; queues this site lacks are ignored."""
+        if name == "service":
+            rules: Mapping[str, Any] = value if isinstance(value, Mapping) else {}
+            for queue in self.centre.queues:
+                self.centre.apply_service_rules(queue, rules.get(queue) or {})
+            if value is not None:
+                log.info(
+                    "service rules from HQ applied to %s",
+                    sorted(set(rules) & set(self.centre.queues)),
+                )
+            return
         if name != "overflow":
             return
         own = {q.name: q.overflow for q in self.centre.cfg.queues}

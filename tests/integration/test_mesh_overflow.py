@@ -285,6 +285,16 @@ def test_hq_publishes_the_overflow_rule_and_sites_apply_it_live(
         assert caller.wait(30).ok
         assert agent.wait(15).ok
         assert sh.call(lambda: sh.gw.cc.mesh.overflowed_out) == 1
+        # The same service rules at every site: announcements and the service-level threshold.
+        service = f"http://127.0.0.1:{hq.app.http_port}/api/policies/service"
+        status, body = _put(service, {"support": {"announce_every": 5}})
+        assert status == 400 and "support.announce_every" in body["reason"], body
+        status, _ = _put(service, {"support": {"announce_every": 45, "service_level_s": 30}})
+        assert status == 200
+        for gw in (sh, gz):
+            q = gw.gw.cc.queues["support"]
+            gw.wait_for(lambda q=q: q.cfg.announce_every == 45, 5, "the rules at each site")
+            assert gw.call(lambda q=q: q.figures.config.service_level_s) == 30
     finally:
         hq.close()
 

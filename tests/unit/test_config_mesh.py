@@ -132,3 +132,12 @@ def test_overflow_when_closed_names_the_schedule_of_opening_hours() -> None:
     }  # fmt: skip
     q = parse_config(doc, env={}).queues[0]
     assert q.overflow is not None and q.overflow.hours == "office"
+
+
+def test_published_service_rules_take_only_the_rules_they_may_set() -> None:
+    rules = parse_policy("service", {"service": {"announce_every": 45, "wrapup": 0}})
+    assert rules == {"service": {"announce_every": 45.0, "wrapup": 0.0}}
+    with pytest.raises(ValueError, match=r"service\.announce_every"):
+        parse_policy("service", {"service": {"announce_every": 5}})
+    with pytest.raises(ValueError, match="unknown key"):
+        parse_policy("service", {"service": {"members": ["1001"]}})  # not a service rule
