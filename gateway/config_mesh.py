@@ -282,7 +282,7 @@ def parse_hq(t: _Table, base_dir: Path) -> HqConfig:
     return cfg
 
 
-POLICIES: Final = ("overflow", "service")
+POLICIES: Final = ("overflow", "service", "prompts")
 """Policy names HQ may publish under ``/ccgw/config/`` (``docs/mesh.md``)."""
 
 SERVICE_RULES: Final = (
@@ -326,14 +326,22 @@ def parse_policy(name: str, doc: dict[str, object]) -> dict[str, object]:
     :class:`OverflowConfig`); it replaces that queue's own overflow rules at every site that has
     the queue. ``service``: queue name → some of :data:`SERVICE_RULES` (ring timeout, wrap-up,
     announcements, VIP priority, sticky time, service-level and short-abandon thresholds) that
-    override the site's own. ``ValueError`` (a :class:`~gateway.config.ConfigError` naming the
-    key) when anything is wrong.
+    override the site's own. ``prompts``: ``{"language": "en" | "cmn"}``, the prompt set calls
+    start in (an IVR may still switch). ``ValueError`` (a
+    :class:`~gateway.config.ConfigError` naming the key) when anything is wrong.
     """
     from gateway.config import ConfigError, _Table
 
     source = f"/ccgw/config/{name}"
     if name not in POLICIES:
         raise ConfigError(source, "", f"unknown policy (known: {', '.join(POLICIES)})")
+    if name == "prompts":  # {"language": "cmn"}: the prompt set every site speaks by default
+        from gateway.config import CC_LANGUAGES, _choice
+
+        t = _Table(doc, "", source)
+        language = _choice(t, "language", "en", CC_LANGUAGES)
+        t.done()
+        return {"language": language}
     out: dict[str, object] = {}
     for queue, table in doc.items():
         if not _NAME_RE.fullmatch(queue):

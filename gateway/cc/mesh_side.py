@@ -117,7 +117,13 @@ class MeshSide:
     def apply_policy(self, name: str, value: object) -> None:
         """Apply a policy HQ published (``value`` from
         :func:`gateway.config_mesh.parse_policy`), or with ``None`` return to this site's own
-        configuration: ``overflow`` and ``service``; queues this site lacks are ignored."""
+        configuration: ``overflow``, ``service`` and ``prompts``; queues this site lacks are
+        ignored."""
+        if name == "prompts":
+            lang = value.get("language") if isinstance(value, Mapping) else None
+            self.centre.language = lang if lang in ("en", "cmn") else self.centre.cfg.cc.language
+            log.info("prompt set: %s", self.centre.language)
+            return
         if name == "service":
             rules: Mapping[str, Any] = value if isinstance(value, Mapping) else {}
             for queue in self.centre.queues:

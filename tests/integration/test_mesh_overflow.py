@@ -295,6 +295,12 @@ def test_hq_publishes_the_overflow_rule_and_sites_apply_it_live(
             q = gw.gw.cc.queues["support"]
             gw.wait_for(lambda q=q: q.cfg.announce_every == 45, 5, "the rules at each site")
             assert gw.call(lambda q=q: q.figures.config.service_level_s) == 30
+        # One prompt set for every site: new calls start in Mandarin.
+        status, _ = _put(
+            f"http://127.0.0.1:{hq.app.http_port}/api/policies/prompts", {"language": "cmn"}
+        )
+        assert status == 200
+        sh.wait_for(lambda: sh.gw.cc.language == "cmn", 5, "the prompt set at Shanghai")
     finally:
         hq.close()
 

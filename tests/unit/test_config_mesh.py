@@ -141,3 +141,11 @@ def test_published_service_rules_take_only_the_rules_they_may_set() -> None:
         parse_policy("service", {"service": {"announce_every": 5}})
     with pytest.raises(ValueError, match="unknown key"):
         parse_policy("service", {"service": {"members": ["1001"]}})  # not a service rule
+
+
+def test_the_published_prompt_set_is_one_of_the_shipped_languages() -> None:
+    assert parse_policy("prompts", {"language": "cmn"}) == {"language": "cmn"}
+    with pytest.raises(ValueError, match="language"):
+        parse_policy("prompts", {"language": "fr"})
+    with pytest.raises(ValueError, match="unknown key"):
+        parse_policy("prompts", {"voice": "female"})
