@@ -79,7 +79,7 @@ class Phone:
         self.dir = workdir / f"phone-{ext}"
         self.dir.mkdir(parents=True)
         port = free_port("127.0.0.1")
-        while port % 2 or not _udp_free(port + 1):
+        while port % 2 or not _udp_free_on("127.0.0.1", port + 1):
             port = free_port("127.0.0.1")
         tone = self.dir / "tone.wav"
         write_tone(tone, freq)
@@ -115,15 +115,6 @@ class Phone:
                 self.proc.kill()
                 self.proc.wait()
         self.log.close()
-
-
-def _udp_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 class EtcdProcess:

@@ -41,6 +41,7 @@ from gateway.mesh.tls import issue, make_ca
 from . import peers
 from .gateway import AGENTS, TEST_IVR, site_config
 from .netns import NetnsUnavailable, WanLab, unavailable_reason
+from .procs import to_toml
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -59,37 +60,7 @@ then reconnects within its backoff (5 s at most) and drains."""
 
 
 # --------------------------------------------------------------------------------------------
-# plumbing: TOML, processes in namespaces
-
-
-def _toml_key(key: str) -> str:
-    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)  # a TOML basic string (JSON escapes are TOML escapes)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        inner = ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items())
-        return "{" + inner + "}"
-    raise TypeError(f"no TOML for {value!r}")
-
-
-def to_toml(doc: dict[str, Any]) -> str:
-    """``doc`` as TOML: top-level tables as ``[name]`` with inline values, the rest inline."""
-    head = [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in doc.items() if not isinstance(v, dict)]
-    body = []
-    for k, v in doc.items():
-        if isinstance(v, dict):
-            body.append(f"\n[{_toml_key(k)}]")
-            body += [f"{_toml_key(kk)} = {_toml_value(vv)}" for kk, vv in v.items()]
-    return "\n".join(head + body) + "\n"
+# plumbing: processes in namespaces (configs written with procs.to_toml)
 
 
 class NsSipp(peers.Sipp):

@@ -43,7 +43,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +62,7 @@ from tools.bench.common import (
     udp_bound,
     wait_for,
 )
+from tools.bench.mesh_common import parse_trace as parse_sipp_trace
 
 HOST = "127.0.0.1"
 DID = "+864000"
@@ -156,44 +156,17 @@ class Msg:
     cseq: str
 
 
-_STAMP = re.compile(r"^-{10,} (\d{4}-\d\d-\d\d[ \t]\d\d:\d\d:\d\d\.\d+)")
 _USER = re.compile(r"sips?:\+?([^@;>]+)@")
 
 
-def _stamp(text: str) -> float:
-    return datetime.strptime(text.replace("\t", " "), "%Y-%m-%d %H:%M:%S.%f").timestamp()
-
-
 def parse_trace(path: Path) -> Iterator[Msg]:
-    """The messages of a SIPp ``-trace_msg`` file, in order."""
-    try:
-        lines = path.read_text("utf-8", "replace").splitlines()
-    except OSError:
-        return
-    i, n = 0, len(lines)
-    while i < n:
-        m = _STAMP.match(lines[i])
-        if not m:
-            i += 1
-            continue
-        t = _stamp(m.group(1))
-        i += 1
-        sent = i < n and " sent" in lines[i]
-        i += 1
-        while i < n and not lines[i].strip():
-            i += 1
-        if i >= n:
-            break
-        first = lines[i].strip()
-        hdr: dict[str, str] = {}
-        i += 1
-        while i < n and lines[i].strip() and not _STAMP.match(lines[i]):
-            name, _, value = lines[i].partition(":")
-            hdr.setdefault(name.strip().lower(), value.strip())
-            i += 1
+    """The messages of a SIPp ``-trace_msg`` file, in order (read by
+    :func:`tools.bench.mesh_common.parse_trace`)."""
+    for m in parse_sipp_trace(path):
+        hdr = m.headers
         um = _USER.search(hdr.get("from", hdr.get("f", "")))
         yield Msg(
-            t, sent, first, hdr.get("call-id", hdr.get("i", "")), um.group(1) if um else "",
+            m.t, m.sent, m.first, hdr.get("call-id", hdr.get("i", "")), um.group(1) if um else "",
             hdr.get("cseq", ""),
         )  # fmt: skip
 
