@@ -10,11 +10,12 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from gateway.calls.b2bua import B2bua, Call, CallRecord, GroupInfo, TrunkInfo
 from gateway.cc.center import ContactCentre, Interaction
-from gateway.config import SiteConfig
+from gateway.config import ConfigError, SiteConfig
 from gateway.edge.guard import Guard
 from gateway.edge.registrar import Registrar
 from gateway.edge.service import EdgeService
@@ -30,7 +31,7 @@ from gateway.store.model import Cdr
 from gateway.store.sqlite import SqliteSiteStore
 from gateway.store.writer import Result, StoreWriter
 from gateway.transport.endpoint import SipEndpoint
-from gateway.transport.tcp import TcpTransport
+from gateway.transport.tcp import TcpTransport, TlsContexts
 from gateway.transport.udp import UdpTransport
 from gateway.web.api import cc_routes
 from gateway.web.customers import customer_routes, threaded_book
@@ -83,6 +84,7 @@ class SiteGateway:
         self.registry = Registry()
         self.started_at = 0.0
         self.sip_port = 0
+        self.tls_port = 0
         self.http_port = 0
         self.cdrs_written = 0
         self.store_errors = 0
@@ -118,6 +120,11 @@ class SiteGateway:
             ep.transports["TCP"] = self.tcp
             break
         ep.transports["UDP"] = self.udp
+        ports = {"UDP": self.sip_port, "TCP": self.sip_port}
+        self.tls: TcpTransport | None = None
+        if "tls" in cfg.sip.transports:
+            self.tls = await self._bind_tls(loop, host, ep)
+            ports["TLS"] = self.tls_port = self.tls.local[1]
         self.store = SqliteSiteStore(self._store_path)
         mesh_cfg = cfg.mesh
         if mesh_cfg is not None:
@@ -199,6 +206,8 @@ class SiteGateway:
             dial_plan(cfg),
             local_host=host,
             local_port=self.sip_port,
+            local_ports=ports,
+            peer_name=self.tls.identity if self.tls is not None else None,
             trunks=trunks,
             groups=groups,
             no_answer_timeout=cfg.dialplan.no_answer_timeout,
@@ -263,10 +272,37 @@ class SiteGateway:
             cfg.site.name,
             host,
             self.sip_port,
-            "/".join(ep.transports),
+            "/".join(f"{k}:{ports[k]}" if k == "TLS" else k for k in ep.transports),
             cfg.http.listen,
             self.http_port,
         )
+
+    async def _bind_tls(
+        self, loop: asyncio.AbstractEventLoop, host: str, ep: SipEndpoint
+    ) -> TcpTransport:
+        """The SIP-over-TLS listener between sites, with the mesh PKI's certificate."""
+        from gateway.mesh.tls import missing, sip_contexts
+
+        cfg = self.cfg
+        assert cfg.mesh is not None and cfg.mesh.pki is not None  # the config check saw to it
+        problem = missing(Path(cfg.mesh.pki), cfg.site.name, host)
+        if problem is not None:
+            raise ConfigError(cfg.source, "mesh.pki", problem)
+        try:
+            contexts = TlsContexts(*sip_contexts(Path(cfg.mesh.pki), cfg.site.name))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(
+                cfg.source, "mesh.pki", f"cannot load the SIP TLS certificate: {exc}"
+            ) from exc
+        tls = await TcpTransport.bind(
+            loop, host, cfg.sip.tls_port, ep.datagram_received, tls=contexts
+        )
+        for t in cfg.trunks:
+            if t.transport == "tls" and t.site is not None:
+                for p in t.peers:
+                    tls.expect[(p.host, p.port)] = t.site
+        ep.transports["TLS"] = tls
+        return tls
 
     async def _sample_cps(self) -> None:
         while True:
@@ -476,6 +512,19 @@ class SiteGateway:
             lambda: e.throttled,
         )
         g("ccgw_media_sessions", "Open RTP relay sessions.", lambda: self.relay.active_sessions)
+        tls = self.tls
+        if tls is not None:
+            g("ccgw_sip_tls_connections", "Open SIP-over-TLS connections.", lambda: len(tls.names))
+            g(
+                "ccgw_sip_tls_handshake_failures_total",
+                "Inbound TLS handshakes refused (no certificate, or not from the mesh CA).",
+                lambda: tls.handshake_failures,
+            )
+            g(
+                "ccgw_sip_tls_connect_failures_total",
+                "Outbound TLS connections that failed (refused, or the wrong certificate).",
+                lambda: tls.connect_failures,
+            )
         g(
             "ccgw_dtmf_digits_total",
             "DTMF digits received (RFC 4733 and INFO).",

@@ -177,7 +177,7 @@ _DOMAIN_RE: Final = re.compile(
     r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)*[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
 )
 _BARE_KEY_RE: Final = re.compile(r"[A-Za-z0-9_-]+(?:\[\d+\])?")
-TRANSPORTS: Final = ("udp", "tcp")
+TRANSPORTS: Final = ("udp", "tcp", "tls")
 CODECS: Final = ("PCMU", "PCMA")
 QueueStrategy = Literal["ringall", "linear", "rrmemory", "longest_idle", "fewest_calls", "random"]
 QUEUE_STRATEGIES: Final = (
@@ -215,7 +215,12 @@ class SipConfig:
     port: int = 5060
     """Port for every transport; default 5060. 0 picks a free port (tests)."""
     transports: tuple[str, ...] = ("udp", "tcp")
-    """Subset of ``udp``, ``tcp``; default both."""
+    """Subset of ``udp``, ``tcp``, ``tls``; default ``udp`` and ``tcp``. ``tls`` is SIP over
+    mutual TLS between sites (RFC 3261 §26.2): it needs ``mesh.pki`` (this site's certificate
+    and the mesh CA), and every client must show a certificate from that CA."""
+    tls_port: int = 5061
+    """Port of the TLS listener; default ``port`` + 1 (5061), or any free port when ``port``
+    is 0."""
     domain: str = ""
     """SIP domain of the agents' AORs; default the site name."""
     realm: str = ""
@@ -773,6 +778,9 @@ def _sip(t: _Table, site: str, env: Mapping[str, str]) -> SipConfig:
     listen = _ip(t, "listen", "127.0.0.1")
     port = t.integer("port", 5060, 0, 65535)
     transports = _choices(t, "transports", ("udp", "tcp"), TRANSPORTS)
+    tls_port = t.integer("tls_port", port + 1 if port else 0, 0, 65535)
+    if tls_port and tls_port == port:
+        raise t.error("tls_port", f"{tls_port} is also sip.port")
     domain = t.string("domain", site, pattern=_DOMAIN_RE, what="a domain name")
     realm = t.string("realm", domain)
     if not realm or '"' in realm or "\\" in realm:
@@ -793,6 +801,7 @@ def _sip(t: _Table, site: str, env: Mapping[str, str]) -> SipConfig:
         listen=listen,
         port=port,
         transports=transports,
+        tls_port=tls_port,
         domain=domain,
         realm=realm,
         user_agent=user_agent,
@@ -915,6 +924,8 @@ def _trunk(t: _Table, transports: tuple[str, ...]) -> TrunkConfig:
     extensions = t.items("extensions", ext_prefix, ())
     if extensions and site is None:
         raise t.error("extensions", "only an inter-site trunk (with site = ...) has extensions")
+    if transport == "tls" and site is None:
+        raise t.error("transport", "'tls' is for inter-site trunks (set site = ...)")
     t.done()
     return TrunkConfig(
         name=name,
@@ -1274,6 +1285,12 @@ def _missing_target(cfg: SiteConfig, dest: Destination) -> str:
 
 def _check_mesh(cfg: SiteConfig) -> None:
     """Overflow targets are sites we have an inter-site trunk to; one trunk per site."""
+    if "tls" in cfg.sip.transports and (cfg.mesh is None or cfg.mesh.pki is None):
+        raise ConfigError(
+            cfg.source,
+            "sip.transports",
+            "'tls' needs mesh.pki (this site's certificate and the mesh CA; see ccgw certs)",
+        )
     seen: dict[str, int] = {}
     for ti, t in enumerate(cfg.trunks):
         if t.site is None:

@@ -168,7 +168,12 @@ class EtcdProcess:
 
 
 def _mesh_docs(
-    work: Path, etcd: str, hq_port: int, sip: dict[str, int], carriers: dict[str, int]
+    work: Path,
+    etcd: str,
+    hq_port: int,
+    sip: dict[str, int],
+    carriers: dict[str, int],
+    tls: dict[str, int],
 ) -> dict[str, dict[str, Any]]:
     """The three site files with their ports and paths moved into the demo's world."""
     docs: dict[str, dict[str, Any]] = {}
@@ -176,6 +181,7 @@ def _mesh_docs(
         with open(SITES_DIR / f"{site}.toml", "rb") as f:
             doc = tomllib.load(f)
         doc["sip"]["port"] = sip[site]
+        doc["sip"]["tls_port"] = tls[site]
         doc["http"]["port"] = 0
         doc["store"]["path"] = str(work / f"{site}.db")
         doc.setdefault("cc", {})["voicemail_dir"] = str(work / f"{site}-voicemail")
@@ -184,7 +190,8 @@ def _mesh_docs(
             if other is None:  # the carrier: SIPp on the site's address
                 trunk["peers"] = [f"{ip}:{carriers[site]}"]
             else:
-                trunk["peers"] = [f"{SITES[other]}:{sip[other]}"]
+                port = (tls if trunk.get("transport") == "tls" else sip)[other]
+                trunk["peers"] = [f"{SITES[other]}:{port}"]
         doc["mesh"].update(
             etcd=[etcd],
             pki=str(work / "pki"),
@@ -305,7 +312,9 @@ async def run_demo(seconds: float, rate: float) -> int:
             return 1
         sip = {site: free_port(ip, 0) for site, ip in SITES.items()}
         carrier_ports = {site: free_port(ip) for site, ip in SITES.items()}
-        docs = _mesh_docs(work, etcd.endpoint, free_port("127.0.0.1", 0), sip, carrier_ports)
+        tls = {site: free_port(ip, socket.SOCK_STREAM) for site, ip in SITES.items()}
+        hq_port = free_port("127.0.0.1", 0)
+        docs = _mesh_docs(work, etcd.endpoint, hq_port, sip, carrier_ports, tls)
         cfgs = {
             site: parse_config(doc, str(SITES_DIR / f"{site}.toml"), base_dir=SITES_DIR)
             for site, doc in docs.items()

@@ -230,6 +230,8 @@ class B2bua:
         *,
         local_host: str,
         local_port: int,
+        local_ports: Mapping[str, int] | None = None,
+        peer_name: Callable[[Peer], str | None] | None = None,
         trunks: dict[str, TrunkInfo],
         groups: dict[str, GroupInfo],
         no_answer_timeout: float = 30.0,
@@ -245,6 +247,8 @@ class B2bua:
         self.plan = plan
         self.host = local_host
         self.port = local_port
+        self.ports = dict(local_ports or {})  # our port per transport (TLS listens apart)
+        self.peer_name = peer_name  # the verified certificate name of a TLS peer
         self.trunks = trunks
         self.groups = groups
         self.no_answer_timeout = no_answer_timeout
@@ -260,9 +264,12 @@ class B2bua:
         # A carrier is recognised by its exact source address and port: a host-only match would
         # let anything else on the carrier's host (or a spoofer on a shared host) reach the PSTN.
         self._trunk_by_addr: dict[tuple[str, int], str] = {}
+        self._trunk_by_site: dict[str, str] = {}
         for t in trunks.values():
             for p in t.peers:
                 self._trunk_by_addr[(p.host, p.port)] = t.name
+                if p.transport == "TLS" and t.site is not None:
+                    self._trunk_by_site[t.site] = t.name
 
     # ------------------------------------------------------------------ helpers
 
@@ -274,14 +281,19 @@ class B2bua:
     def contact(self, transport: str = "UDP") -> str:
         """Our Contact header value."""
         t = "" if transport == "UDP" else f";transport={transport.lower()}"
-        return f"<sip:ccgw@{self.host}:{self.port}{t}>"
+        return f"<sip:ccgw@{self.host}:{self.ports.get(transport, self.port)}{t}>"
 
     def via(self, transport: str) -> Via:
         """A fresh Via for a request we send."""
-        return Via(transport, self.host, self.port, {"branch": new_branch(), "rport": None})
+        port = self.ports.get(transport, self.port)
+        return Via(transport, self.host, port, {"branch": new_branch(), "rport": None})
 
     def trunk_of(self, peer: Peer) -> str | None:
-        """The carrier trunk a message came from, by its source address."""
+        """The trunk a message came from: a carrier by its source address, a site over TLS by
+        the name its verified certificate bears (a stream's source port tells nothing)."""
+        if peer.transport == "TLS" and self.peer_name is not None:
+            name = self.peer_name(peer)
+            return None if name is None else self._trunk_by_site.get(name)
         return self._trunk_by_addr.get((peer.host, peer.port))
 
     def _spawn(self, coro: Any) -> None:

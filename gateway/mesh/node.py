@@ -134,18 +134,12 @@ class MeshNode:
     def _credentials(self) -> tuple[Any, Any]:
         if self.mesh.pki is None:
             return None, None
-        from gateway.mesh.tls import channel_credentials, server_credentials
+        from gateway.mesh.tls import channel_credentials, missing, server_credentials
 
         pki = Path(self.mesh.pki)
-        for name in ("ca.pem", f"{self.site}.pem", f"{self.site}-key.pem"):
-            if not (pki / name).is_file():
-                host = self.sip.rpartition(":")[0]
-                raise ConfigError(
-                    self.cfg.source,
-                    "mesh.pki",
-                    f"{pki / name} is missing; make the certificates with: "
-                    f"ccgw certs --dir {pki} --ca --site {self.site}:{host}",
-                )
+        problem = missing(pki, self.site, self.sip.rpartition(":")[0])
+        if problem is not None:
+            raise ConfigError(self.cfg.source, "mesh.pki", problem)
         return server_credentials(pki, self.site), channel_credentials(pki, self.site)
 
     async def start(

@@ -23,6 +23,7 @@ import ipaddress
 import logging
 import os
 import re
+import ssl
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -42,8 +43,10 @@ __all__ = [
     "issue",
     "main",
     "make_ca",
+    "missing",
     "peer_name",
     "server_credentials",
+    "sip_contexts",
 ]
 
 logger = logging.getLogger(__name__)
@@ -241,6 +244,41 @@ def channel_credentials(pki_dir: Path, name: str) -> grpc.ChannelCredentials:
     return grpc.ssl_channel_credentials(
         root_certificates=ca, private_key=key, certificate_chain=cert
     )
+
+
+def missing(pki_dir: Path, name: str, host: str) -> str | None:
+    """What is missing from ``pki_dir`` for site ``name``, with the command that makes it."""
+    pki = Path(pki_dir)
+    for file in (CA_CERT, f"{name}.pem", f"{name}-key.pem"):
+        if not (pki / file).is_file():
+            return (
+                f"{pki / file} is missing; make the certificates with: "
+                f"ccgw certs --dir {pki} --ca --site {name}:{host}"
+            )
+    return None
+
+
+def sip_contexts(pki_dir: Path, name: str) -> tuple[ssl.SSLContext, ssl.SSLContext, ssl.SSLContext]:
+    """SIP over TLS between sites: ``(server, client_named, client_any)`` contexts.
+
+    Every side presents ``name``'s certificate and trusts only the mesh CA; the server requires a
+    client certificate (mutual TLS). ``client_named`` checks the far end's certificate against
+    the site name it is meant to be (an inter-site trunk); ``client_any`` only checks that it is
+    signed by the mesh CA (a request to a Contact address, inside a dialog already set up).
+    """
+    pki_dir = Path(pki_dir)
+    _leaf(pki_dir, name)  # a clear CertError when a file is missing
+    ca = str(pki_dir / CA_CERT)
+    chain = (str(pki_dir / f"{name}.pem"), str(pki_dir / f"{name}-key.pem"))
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=ca)
+    server.verify_mode = ssl.CERT_REQUIRED
+    named = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca)
+    anyone = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca)
+    anyone.check_hostname = False  # still CERT_REQUIRED: the chain must lead to the mesh CA
+    for ctx in (server, named, anyone):
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_cert_chain(*chain)
+    return server, named, anyone
 
 
 def _first(values: Any) -> str | None:

@@ -9,6 +9,9 @@ interaction records share the handoff id and the original arrival time.
 from __future__ import annotations
 
 import json
+import re
+import socket
+import ssl
 import time
 import urllib.error
 import urllib.request
@@ -17,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from gateway.mesh import tls as mesh_tls
 
 from . import peers
 from .etcd_server import ETCD_BIN, EtcdServer
@@ -66,8 +71,15 @@ def mesh_pair(
         gz_logged_in: bool = True,
         hq: HqThread | None = None,
         schedules: dict[str, Any] | None = None,
+        tls: bool = False,
     ) -> tuple[GatewayThread, GatewayThread, int]:
         ports = {s: peers.free_port(ip, "both") for s, ip in SITES.items()}
+        tls_ports = {s: peers.free_port(ip, "tcp") for s, ip in SITES.items()}
+        pki = tmp_path / "pki"
+        if tls:
+            mesh_tls.make_ca(pki)
+            for site, ip in SITES.items():
+                mesh_tls.issue(pki, site, ips=[ip])
         carrier = peers.free_port("127.0.0.1", "udp")
         second = peers.free_port("127.0.0.1", "udp")  # a second carrier port (two callers at once)
         gws = {}
@@ -81,9 +93,15 @@ def mesh_pair(
                 ivr=TEST_IVR,
                 extra={
                     "site": {"name": site},
-                    "sip": {"listen": ip},
+                    "sip": {"listen": ip}
+                    | (
+                        {"transports": ["udp", "tcp", "tls"], "tls_port": tls_ports[site]}
+                        if tls
+                        else {}
+                    ),
                     "http": {"listen": ip},
                     "mesh": {
+                        **({"pki": str(pki)} if tls else {}),
                         "etcd": [etcd.endpoint],
                         "lease_ttl": 2,
                         "load_interval": 0.2,
@@ -96,7 +114,8 @@ def mesh_pair(
             cfg["trunks"].append(
                 {
                     "name": f"to-{other}",
-                    "peers": [f"{SITES[other]}:{ports[other]}"],
+                    "peers": [f"{SITES[other]}:{(tls_ports if tls else ports)[other]}"],
+                    "transport": "tls" if tls else "udp",
                     "site": other,
                     # digest both ways: each side challenges the other's INVITEs
                     "username": "mesh-sh-gz",
@@ -487,3 +506,86 @@ def test_a_closed_site_sends_its_callers_to_one_that_is_open(
     assert caller.wait(30).ok, caller.result().describe()
     assert remote.wait(15).ok, remote.result().describe()
     assert sh.call(lambda: sh.gw.cc.mesh.overflowed_out) == 1
+
+
+def test_overflow_between_sites_goes_over_mutual_tls(
+    mesh_pair: Callable[..., tuple[GatewayThread, GatewayThread, int]],
+    sipp_factory: Callable[..., peers.Sipp],
+) -> None:
+    """The inter-site trunk set to ``transport = "tls"``: the overflow INVITE, its responses and
+    the BYE travel over TLS, each site knows the other by its certificate's name, and the
+    receiving agent still gets the context."""
+    sh, gz, carrier = mesh_pair({"max_wait": 1, "targets": ["guangzhou"]}, tls=True)
+    agent = _register_agent(sipp_factory, gz)
+    caller = _caller(sipp_factory, sh, carrier, talk_ms=2000)
+    caller.start()
+    result = caller.wait(30)
+    assert result.ok, result.describe()
+    agent_result = agent.wait(15)
+    assert agent_result.ok, agent_result.describe()
+    lines = [ln for ln in agent_result.log_lines if "CONTEXT " in ln]
+    assert lines and "site=shanghai" in lines[0], agent_result.describe()
+    gz.wait_for(lambda: len(gz.gw.store.interactions(10)) == 1, 10, "guangzhou's record")
+    (inn,) = _interactions(gz)
+    assert inn["outcome"] == "answered" and inn["from_site"] == "shanghai", inn
+    # Both ends of the connection were verified: each holds the other's certificate name.
+    assert "shanghai" in gz.call(lambda: set(gz.gw.tls.names.values()))
+    assert "guangzhou" in sh.call(lambda: set(sh.gw.tls.names.values()))
+    gz.wait_for(lambda: len(gz.gw.store.recent_cdrs(10)) == 1, 10, "guangzhou's CDR")
+    (cdr,) = gz.call(lambda: gz.gw.store.recent_cdrs(10))
+    assert cdr.trunk == "to-shanghai" and cdr.direction == "inbound", cdr
+    assert "ccgw_sip_tls_handshake_failures_total 0" in gz.metrics()
+
+
+def _tls_client(gw: GatewayThread, ctx: ssl.SSLContext, server_name: str) -> ssl.SSLSocket:
+    raw = socket.create_connection((gw.gw.cfg.sip.listen, gw.gw.tls_port), timeout=5)
+    return ctx.wrap_socket(raw, server_hostname=server_name)
+
+
+def test_the_tls_listener_takes_only_mesh_certificates_and_a_stranger_is_no_trunk(
+    mesh_pair: Callable[..., tuple[GatewayThread, GatewayThread, int]], tmp_path: Path
+) -> None:
+    _sh, gz, _carrier = mesh_pair(None, tls=True)
+    pki, other = tmp_path / "pki", tmp_path / "other-ca"
+    mesh_tls.make_ca(other)
+    mesh_tls.issue(other, "shanghai", ips=["127.0.0.1"])  # the right name, from a foreign CA
+    mesh_tls.issue(pki, "beijing", ips=["127.0.0.1"])  # the mesh CA, but no trunk has its name
+
+    def client(ca: Path, cert: Path | None) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+        if cert is not None:
+            ctx.load_cert_chain(str(ca / f"{cert}.pem"), str(ca / f"{cert}-key.pem"))
+        return ctx
+
+    # No client certificate, then one from another CA: the handshake fails, counted and logged.
+    for ctx in (client(pki, None), client(other, Path("shanghai"))):
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            s = _tls_client(gz, ctx, "guangzhou")
+            s.sendall(b"OPTIONS sip:x SIP/2.0\r\n\r\n")
+            assert s.recv(100) == b""  # TLS 1.3: the refusal arrives after the handshake
+            raise ConnectionError("closed")
+    gz.wait_for(lambda: gz.gw.tls.handshake_failures == 2, 5, "two refused handshakes")
+    assert "ccgw_sip_tls_handshake_failures_total 2" in gz.metrics()
+
+    # A mesh certificate whose name is no inter-site trunk: its INVITE to an outside number is
+    # an unauthenticated call like any other (challenged), never a trunk call to the PSTN.
+    with _tls_client(gz, client(pki, Path("beijing")), "guangzhou") as s:
+        host, port = s.getsockname()[:2]
+        invite = (
+            f"INVITE sip:+4930123456@{gz.gw.cfg.sip.listen} SIP/2.0\r\n"
+            f"Via: SIP/2.0/TLS {host}:{port};branch=z9hG4bK-tls-1;rport\r\n"
+            "Max-Forwards: 70\r\nFrom: <sip:x@beijing>;tag=a\r\n"
+            f"To: <sip:+4930123456@{gz.gw.cfg.sip.listen}>\r\nCall-ID: tls-stranger\r\n"
+            f"CSeq: 1 INVITE\r\nContact: <sip:x@{host}:{port};transport=tls>\r\n"
+            "Content-Type: application/sdp\r\nContent-Length: 0\r\n\r\n"
+        )
+        s.sendall(invite.encode())
+        s.settimeout(5)
+        reply = b""
+        while not re.search(rb"SIP/2.0 [2-6]\d\d [^\r]*\r\n(.+\r\n)*\r\n", reply):
+            chunk = s.recv(4096)
+            assert chunk, reply
+            reply += chunk
+    finals = re.findall(rb"SIP/2.0 ([2-6]\d\d)", reply)
+    assert finals == [b"407"], reply
+    assert gz.call(lambda: gz.gw.b2bua.counters.refused) >= 1

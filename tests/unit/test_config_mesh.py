@@ -149,3 +149,33 @@ def test_the_published_prompt_set_is_one_of_the_shipped_languages() -> None:
         parse_policy("prompts", {"language": "fr"})
     with pytest.raises(ValueError, match="unknown key"):
         parse_policy("prompts", {"voice": "female"})
+
+
+def test_sip_over_tls_between_sites_needs_the_mesh_pki_and_an_inter_site_trunk(
+    tmp_path: Any,
+) -> None:
+    tls_sip = {"listen": "127.0.0.2", "port": 5062, "transports": ["udp", "tls"]}
+    doc = _doc(sip=tls_sip)
+    doc["trunks"][1] |= {"transport": "tls", "peers": ["127.0.0.3:5065"]}
+    with pytest.raises(ConfigError) as err:
+        parse_config(doc, env={})
+    assert err.value.key == "sip.transports" and "mesh.pki" in str(err.value)
+
+    (tmp_path / "pki").mkdir()
+    doc["mesh"] = {"etcd": ["127.0.0.1:2379"], "pki": str(tmp_path / "pki")}
+    cfg = parse_config(doc, env={})
+    assert cfg.sip.tls_port == 5063  # port + 1 by default
+    assert cfg.trunks[1].transport == "tls"
+
+    doc["trunks"][0] |= {"transport": "tls"}  # a carrier: no certificate from our CA
+    with pytest.raises(ConfigError) as err:
+        parse_config(doc, env={})
+    assert err.value.key == "trunks[0].transport" and "inter-site" in str(err.value)
+
+    doc["trunks"][0]["transport"] = "udp"
+    doc["sip"] = tls_sip | {"tls_port": 5062}
+    with pytest.raises(ConfigError) as err:
+        parse_config(doc, env={})
+    assert err.value.key == "sip.tls_port"
+    doc["sip"] = tls_sip | {"port": 0}
+    assert parse_config(doc, env={}).sip.tls_port == 0  # any free port, as for sip.port
