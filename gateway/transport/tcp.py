@@ -30,6 +30,10 @@ Receiver = Callable[..., None]
 HANDSHAKE_TIMEOUT = 5.0
 """Seconds a TLS handshake may take before the connection is dropped."""
 
+IDLE_TIMEOUT = 600.0
+"""Seconds a connection may stay silent both ways before we close it (a phone's or a site's
+keep-alive is far more often; a scanner's open socket is not)."""
+
 _READ = 65536
 
 
@@ -66,6 +70,7 @@ class _Connection(asyncio.Protocol):
         self._in = ssl.MemoryBIO()
         self._out = ssl.MemoryBIO()
         self._deadline: asyncio.TimerHandle | None = None
+        self.last_active = owner.loop.time()
         self.refused = False  # a failed handshake: nothing more is read from this connection
 
     # ------------------------------------------------------------------ asyncio.Protocol
@@ -93,6 +98,7 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.refused:
             return
+        self.last_active = self.owner.loop.time()
         if self.tls is None:
             self._feed(data)
             return
@@ -130,6 +136,7 @@ class _Connection(asyncio.Protocol):
     # ------------------------------------------------------------------ ours
 
     def write(self, data: bytes) -> None:
+        self.last_active = self.owner.loop.time()
         if self.transport is None or self._deadline is not None:
             self.pending.append(data)
         elif self.tls is not None:
@@ -214,8 +221,12 @@ class TcpTransport:
         loop: asyncio.AbstractEventLoop,
         receiver: Receiver,
         tls: TlsContexts | None = None,
+        idle_timeout: float = IDLE_TIMEOUT,
     ) -> None:
         self.loop = loop
+        self.idle_timeout = idle_timeout
+        self.idle_closed = 0
+        self._sweep: asyncio.TimerHandle | None = None
         self.receiver = receiver
         self.tls = tls
         self.kind = "TLS" if tls is not None else "TCP"
@@ -236,12 +247,24 @@ class TcpTransport:
         port: int,
         receiver: Receiver,
         tls: TlsContexts | None = None,
+        idle_timeout: float = IDLE_TIMEOUT,
     ) -> TcpTransport:
         """Listen on ``host:port`` (TLS when ``tls`` is given)."""
-        self = cls(loop, receiver, tls)
+        self = cls(loop, receiver, tls, idle_timeout)
         self.server = await loop.create_server(lambda: _Connection(self), host, port)
         self.local = self.server.sockets[0].getsockname()[:2]
+        self._sweep = loop.call_later(idle_timeout / 4, self._close_idle)
         return self
+
+    def _close_idle(self) -> None:
+        """Close connections silent for ``idle_timeout``; re-arm."""
+        horizon = self.loop.time() - self.idle_timeout
+        for conn in list(self.connections.values()):
+            if conn.last_active < horizon and conn.transport is not None:
+                self.idle_closed += 1
+                log.info("closing idle %s connection with %s", self.kind, conn.peer)
+                conn.transport.close()
+        self._sweep = self.loop.call_later(self.idle_timeout / 4, self._close_idle)
 
     def identity(self, peer: Peer) -> str | None:
         """The verified certificate name of the connection ``peer`` came on (TLS only)."""
@@ -273,6 +296,9 @@ class TcpTransport:
 
     def close(self) -> None:
         """Stop listening and close every connection."""
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
         if self.server is not None:
             self.server.close()
             self.server = None
