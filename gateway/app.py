@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 
 _SIDES = {"a": "caller", "b": "callee"}
 
+LOOP_STALL = 0.2
+"""Seconds of event-loop lag logged as a stall (T1 is 0.5 s: peers start retransmitting)."""
+
 
 def dial_plan(cfg: SiteConfig) -> DialPlan:
     """The routing view of a site's configuration."""
@@ -85,6 +88,9 @@ class SiteGateway:
         self.started_at = 0.0
         self.sip_port = 0
         self.tls_port = 0
+        self.loop_stalls = 0
+        self.gc_full_passes = 0
+        self.gc_last_pause = 0.0
         self.http_port = 0
         self.cdrs_written = 0
         self.store_errors = 0
@@ -248,6 +254,7 @@ class SiteGateway:
         )
         self.edge.start(loop)
         self._cps_samples: deque[int] = deque([0], maxlen=11)
+        self._lag_samples: deque[float] = deque([0.0], maxlen=10)
         self._cps_task = loop.create_task(self._sample_cps())
         self._metrics()
         from gateway.web.server import create_app, start_http
@@ -304,10 +311,33 @@ class SiteGateway:
         ep.transports["TLS"] = tls
         return tls
 
+    def on_gc_pass(self, seconds: float, freed: int) -> None:
+        """A full collection ran (see ``gateway.cli.full_collections``)."""
+        self.gc_full_passes += 1
+        self.gc_last_pause = seconds
+        log.info("full garbage collection: %.0f ms, %d objects freed", seconds * 1000, freed)
+
     async def _sample_cps(self) -> None:
+        """Once a second: the CPS sample; every 50 ms: how late the loop woke us (its lag)."""
+        loop = asyncio.get_running_loop()
+        tick, per_second = 0.05, 20
+        n = 0
+        worst = 0.0
         while True:
-            await asyncio.sleep(1.0)
-            self._cps_samples.append(self.b2bua.counters.offered)
+            due = loop.time() + tick
+            await asyncio.sleep(tick)
+            lag = loop.time() - due
+            worst = max(worst, lag)
+            if lag > LOOP_STALL:
+                self.loop_stalls += 1
+                log.warning("event loop stalled %.0f ms (calls in progress %d)",
+                            lag * 1000, self.b2bua.active_calls)  # fmt: skip
+            n += 1
+            if n == per_second:
+                n = 0
+                self._cps_samples.append(self.b2bua.counters.offered)
+                self._lag_samples.append(worst)
+                worst = 0.0
 
     @property
     def cps(self) -> float:
@@ -488,6 +518,26 @@ class SiteGateway:
 
         g("ccgw_active_calls", "Calls in progress.", lambda: self.b2bua.active_calls)
         g("ccgw_calls_per_second", "Calls offered per second, last 10 s.", lambda: self.cps)
+        g(
+            "ccgw_loop_lag_seconds",
+            "Worst event-loop lag over the last 10 s (how late a 50 ms timer fired).",
+            lambda: max(self._lag_samples),
+        )
+        g(
+            "ccgw_gc_full_passes_total",
+            "Full garbage collections run (one every 10 minutes).",
+            lambda: self.gc_full_passes,
+        )
+        g(
+            "ccgw_gc_full_pause_seconds",
+            "How long the last full garbage collection held the event loop.",
+            lambda: self.gc_last_pause,
+        )
+        g(
+            "ccgw_loop_stalls_total",
+            f"Event-loop lags over {LOOP_STALL:g} s (each logged).",
+            lambda: self.loop_stalls,
+        )
         g("ccgw_calls_offered_total", "Calls offered (new INVITEs).", lambda: b.offered)
         g("ccgw_calls_answered_total", "Calls answered.", lambda: b.answered)
         g("ccgw_calls_failed_total", "Calls that could not be connected.", lambda: b.failed)

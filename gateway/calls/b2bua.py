@@ -202,6 +202,7 @@ class Call:
     endpoint: MediaEndpoint | None = None  # the gateway's own media end while ``app``
     a_codec: int = 0  # leg a's payload type once the gateway answered it
     data: dict[str, object] = field(default_factory=dict)  # the contact centre's notes
+    txn_ids: list[str] = field(default_factory=list)  # every key this call has in ``B2bua.txns``
 
 
 class CallCounters:
@@ -259,6 +260,7 @@ class B2bua:
         self.app: CallApp | None = None
         self.calls: dict[str, Call] = {}  # by the Call-ID of every leg
         self.txns: dict[str, tuple[Call, Leg]] = {}  # client txn → (call, leg) and a-leg server txn
+        self._live: dict[int, Call] = {}  # calls not yet ended, by id()
         self.counters = CallCounters()
         self._tasks: set[asyncio.Task[Any]] = set()
         # A carrier is recognised by its exact source address and port: a host-only match would
@@ -276,7 +278,7 @@ class B2bua:
     @property
     def active_calls(self) -> int:
         """Calls not yet ended (each counted once)."""
-        return len({id(c) for c in self.calls.values() if c.state != "ended"})
+        return len(self._live)
 
     def contact(self, transport: str = "UDP") -> str:
         """Our Contact header value."""
@@ -476,7 +478,7 @@ class B2bua:
                     call.data[name] = value
             call.data["from_site"] = self.trunks[trunk].site or trunk
         self.calls[a.call_id] = call
-        self.txns[txn_id] = (call, a)
+        self._track(txn_id, call, a)
         if isinstance(dest, ToTrunk):
             call.destination = f"trunk:{dest.trunk}"
             call.trunk = dest.trunk
@@ -638,7 +640,7 @@ class B2bua:
             call.endpoint.close()
             call.endpoint = None
         call.media.set_remote("b", ans.host, ans.port, codec_pt=ans.codec_pt, dtmf_pt=ans.dtmf_pt)
-        log.info("[%s] answered by agent %s", call.a.call_id, leg.label)
+        log.debug("[%s] answered by agent %s", call.a.call_id, leg.label)
         if self.app is not None:
             self.app.on_offer_answered(call, leg.label)
 
@@ -758,7 +760,7 @@ class B2bua:
         txn = self.endpoint.send_request(leg.invite, peer)
         leg.txn_id = txn
         self.calls[call_id] = call
-        self.txns[txn] = (call, leg)
+        self._track(txn, call, leg)
         return leg
 
     # ------------------------------------------------------------------ agent-first callbacks
@@ -1044,7 +1046,7 @@ class B2bua:
                 self._hangup(call, None, 488, "Bad SDP Answer", side="b")
                 return
         self._respond(call.a, 200, "OK", body)
-        log.info("[%s] answered by %s", call.a.call_id, leg.label)
+        log.debug("[%s] answered by %s", call.a.call_id, leg.label)
 
     def _answer_for_a(self, call: Call, b_answer: bytes) -> bytes:
         """The SDP answer we give leg a, given leg b's answer; sets leg a's codec."""
@@ -1093,7 +1095,7 @@ class B2bua:
         leg.auth_tried = True
         self.txns.pop(leg.txn_id or "", None)
         leg.txn_id = self.endpoint.send_request(new, leg.peer)
-        self.txns[leg.txn_id] = (call, leg)
+        self._track(leg.txn_id, call, leg)
         return True
 
     def _on_timeout(self, txn_id: str, method: str) -> None:
@@ -1131,7 +1133,7 @@ class B2bua:
         call, a = entry
         if a.status >= 200:
             return
-        log.info("[%s] cancelled by the caller", call.a.call_id)
+        log.debug("[%s] cancelled by the caller", call.a.call_id)
         self._respond(a, 487, "Request Terminated")
         call.cause, call.cause_text, call.hangup_side = 487, "Cancelled", "a"
         for f in call.forks:
@@ -1160,7 +1162,7 @@ class B2bua:
         # Keep a mapping so the 200 is recognised and then dropped.
         call = self.calls.get(leg.call_id)
         if call is not None:
-            self.txns[txn] = (call, leg)
+            self._track(txn, call, leg)
 
     def _hangup(
         self, call: Call, from_leg: Leg | None, cause: int, text: str, *, side: str
@@ -1193,6 +1195,7 @@ class B2bua:
         if call.state == "ended":
             return
         call.state = "ended"
+        self._live.pop(id(call), None)
         if call.no_answer is not None:
             call.no_answer.cancel()
             call.no_answer = None
@@ -1232,14 +1235,25 @@ class B2bua:
                 )
             )
 
+    def _track(self, txn_id: str, call: Call, leg: Leg) -> None:
+        """Map a transaction to its call and leg (dropped when the call is forgotten)."""
+        self.txns[txn_id] = (call, leg)
+        call.txn_ids.append(txn_id)
+        if call.state != "ended":
+            self._live[id(call)] = call
+
     def _forget(self, call: Call) -> None:
         for leg in [call.a, *call.forks]:
             if self.calls.get(leg.call_id) is call:
                 del self.calls[leg.call_id]
-            if leg.txn_id is not None:
-                self.txns.pop(leg.txn_id, None)
-        for k in [k for k, v in self.txns.items() if v[0] is call]:
-            del self.txns[k]
+        # The call's own list, not a scan of every transaction: under load ``txns`` holds those
+        # of every lingering call, and a scan per forgotten call grew with the load squared.
+        txns = self.txns
+        for k in call.txn_ids:
+            entry = txns.get(k)
+            if entry is not None and entry[0] is call:
+                del txns[k]
+        call.txn_ids.clear()
 
     # ------------------------------------------------------------------ in-dialog
 
@@ -1279,8 +1293,8 @@ class B2bua:
         )
         fwd.headers.add("User-Agent", self.user_agent)
         out_txn = self.endpoint.send_request(fwd, other.peer)
-        self.txns[out_txn] = (call, other)
-        self.txns[txn_id] = (call, leg)
+        self._track(out_txn, call, other)
+        self._track(txn_id, call, leg)
         call.reinvite = (leg, txn_id, out_txn)
         call.reinvite_req = req
 

@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import ipaddress
 import logging
 import socket
 import struct
+import termios
 import time
 from collections import deque
 from collections.abc import Callable
@@ -308,6 +310,8 @@ class _BoundPair:
 
     __slots__ = ("port", "rtcp", "rtcp_sock", "rtp", "rtp_sock")
 
+    _nread = bytearray(4)  # FIONREAD's answer (one buffer: the loop thread only)
+
     def __init__(
         self,
         port: int,
@@ -341,9 +345,15 @@ class _BoundPair:
         # Read and drop what is queued, so nothing the last call's peer sent reaches the next
         # call: the native RTP socket is read by nobody while pooled, and a transport's queue
         # may hold what arrived since the loop last polled it.
+        # FIONREAD first: an empty queue (the usual case) costs one ioctl, not a raised error.
+        buf = self._nread
         for sock in (self.rtp_sock, self.rtcp_sock):
             try:
+                fd = sock.fileno()
                 for _ in range(_DRAIN_MAX):
+                    fcntl.ioctl(fd, termios.FIONREAD, buf)
+                    if not any(buf):
+                        break
                     sock.recv(1)  # a datagram is consumed whole whatever the buffer size
             except OSError:  # BlockingIOError: the queue is empty
                 pass
@@ -354,6 +364,10 @@ class _BoundPair:
         else:
             self.rtp_sock.close()
         self.rtcp.close()
+
+
+_NO_LEG = RelayLeg("-", 0)
+"""What a closed session's legs point at instead of each other."""
 
 
 class RelaySession:
@@ -578,6 +592,12 @@ class RelaySession:
                     leg._apply(snap)
             for leg in self._legs.values():
                 leg.refresh = None
+        # Break the reference cycles (leg a <-> leg b, the callbacks that hold the call which
+        # holds this session), so reference counting frees a finished call at once: the full
+        # garbage collection that would otherwise find it stalls a busy loop.
+        for leg in self._legs.values():
+            leg.other = _NO_LEG
+        self.on_dtmf = self.on_stall = None
         self.relay._forget(self)
 
     def __repr__(self) -> str:
