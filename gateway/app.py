@@ -34,6 +34,7 @@ from gateway.transport.endpoint import SipEndpoint
 from gateway.transport.tcp import TcpTransport, TlsContexts
 from gateway.transport.udp import UdpTransport
 from gateway.web.api import cc_routes
+from gateway.web.auth import ApiAuth
 from gateway.web.customers import customer_routes, threaded_book
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,18 @@ _SIDES = {"a": "caller", "b": "callee"}
 
 LOOP_STALL = 0.2
 """Seconds of event-loop lag logged as a stall (T1 is 0.5 s: peers start retransmitting)."""
+
+
+def api_auth(cfg: SiteConfig) -> ApiAuth:
+    """The REST API's token check, banning like the SIP edge (``[security]`` fail limits)."""
+    sec = cfg.security
+    guard = Guard(
+        rate_limit=1_000_000,  # rate is not limited here; failures are
+        fail_window=sec.fail_window,
+        fail_limit=sec.fail_limit,
+        ban_time=sec.ban_time,
+    )
+    return ApiAuth(cfg.http.api_token, cfg.http.api_read_token, guard)
 
 
 def dial_plan(cfg: SiteConfig) -> DialPlan:
@@ -165,6 +178,7 @@ class SiteGateway:
         trusted = [str(n) for n in sec.trusted]
         for t in cfg.trunks:
             trusted.extend(p.host for p in t.peers)
+        self.api_auth = api_auth(cfg)
         self.guard = Guard(
             rate_window=sec.rate_window,
             rate_limit=sec.rate_limit,
@@ -259,7 +273,7 @@ class SiteGateway:
         self._metrics()
         from gateway.web.server import create_app, start_http
 
-        app = create_app(self.health, self.registry, extra_routes)
+        app = create_app(self.health, self.registry, extra_routes, auth=self.api_auth)
         self.http_runner, self.http_port = await start_http(app, cfg.http.listen, self._http_port)
         if self.mesh is not None:
             if self.cc is not None and self.cc.mesh is not None:
@@ -562,6 +576,13 @@ class SiteGateway:
             lambda: e.throttled,
         )
         g("ccgw_media_sessions", "Open RTP relay sessions.", lambda: self.relay.active_sessions)
+        api = self.api_auth
+        g(
+            "ccgw_http_auth_failures_total",
+            "API requests without a valid token.",
+            lambda: api.failures,
+        )
+        g("ccgw_http_auth_bans_total", "Sources banned after failed API tokens.", lambda: api.bans)
         tls = self.tls
         if tls is not None:
             g("ccgw_sip_tls_connections", "Open SIP-over-TLS connections.", lambda: len(tls.names))

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from gateway.config_mesh import HqConfig, MeshConfig, OverflowConfig
 
 __all__ = [
+    "API_TOKEN_ENV",
     "AUTH_SECRET_ENV",
     "FEATURE_CODES",
     "JOIN_RULES",
@@ -57,6 +58,7 @@ __all__ = [
 ]
 
 AUTH_SECRET_ENV: Final = "CCGW_AUTH_SECRET"
+API_TOKEN_ENV: Final = "CCGW_API_TOKEN"
 """Environment variable that, when set, overrides ``[sip] auth_secret``."""
 
 _T = TypeVar("_T")
@@ -268,6 +270,11 @@ class HttpConfig:
     """IP literal to bind; default ``127.0.0.1``."""
     port: int = 8080
     """TCP port; default 8080; 0 picks a free port."""
+    api_token: str = field(default="", repr=False)
+    """Bearer token every ``/api/`` request must carry (RFC 6750); env ``CCGW_API_TOKEN``
+    wins. Default none: the API is open, which is allowed only on a loopback ``listen``."""
+    api_read_token: str = field(default="", repr=False)
+    """A second token good for reads (GET) only, e.g. for a wallboard; default none."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -829,8 +836,25 @@ def _media(t: _Table, sip_listen: str) -> MediaConfig:
     return MediaConfig(host, lo, hi, stall, codecs)
 
 
-def _http(t: _Table) -> HttpConfig:
-    cfg = HttpConfig(listen=_ip(t, "listen", "127.0.0.1"), port=t.integer("port", 8080, 0, 65535))
+def _http(t: _Table, env: Mapping[str, str]) -> HttpConfig:
+    listen = _ip(t, "listen", "127.0.0.1")
+    port = t.integer("port", 8080, 0, 65535)
+    token = env.get(API_TOKEN_ENV) or t.string("api_token", "")
+    read_token = t.string("api_read_token", "")
+    for key, value in (("api_token", token), ("api_read_token", read_token)):
+        if value and (len(value) < 16 or not value.isprintable() or " " in value):
+            raise t.error(key, "must be at least 16 printable characters without spaces")
+    if read_token and not token:
+        raise t.error("api_read_token", "needs api_token (the token that may also write)")
+    if read_token and read_token == token:
+        raise t.error("api_read_token", "must differ from api_token")
+    if not token and not _loopback(listen):
+        raise t.error(
+            "api_token",
+            f"is required when listen ({listen}) is not a loopback address: the REST API can "
+            f"place calls and edit customers (or set {API_TOKEN_ENV})",
+        )
+    cfg = HttpConfig(listen=listen, port=port, api_token=token, api_read_token=read_token)
     t.done()
     return cfg
 
@@ -1285,6 +1309,14 @@ def _missing_target(cfg: SiteConfig, dest: Destination) -> str:
 
 def _check_mesh(cfg: SiteConfig) -> None:
     """Overflow targets are sites we have an inter-site trunk to; one trunk per site."""
+    hq_http = cfg.hq.http if cfg.hq is not None else None
+    if hq_http is not None and not cfg.http.api_token and not _loopback(hq_http.host):
+        raise ConfigError(
+            cfg.source,
+            "http.api_token",
+            f"is required when hq.http ({hq_http.host}) is not a loopback address: HQ's API "
+            "publishes routing policy and edits customers with this file's [http] tokens",
+        )
     if "tls" in cfg.sip.transports and (cfg.mesh is None or cfg.mesh.pki is None):
         raise ConfigError(
             cfg.source,
@@ -1356,6 +1388,13 @@ def _check_ivr_queues(cfg: SiteConfig) -> None:
             raise ConfigError(cfg.source, key, f"no queue {queue!r} in [[queues]] (known: {known})")
 
 
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 def _same_host(a: str, b: str) -> bool:
     wildcard = ("0.0.0.0", "::")
     return a == b or a in wildcard or b in wildcard
@@ -1386,7 +1425,7 @@ def parse_config(
     site = _site(root.table("site"))
     sip = _sip(root.table("sip"), site.name, env)
     media = _media(root.table("media"), sip.listen)
-    http = _http(root.table("http"))
+    http = _http(root.table("http"), env)
     store = _store(root.table("store"), site.name, base)
     security = _security(root.table("security"))
     trunks = tuple(_trunk(t, sip.transports) for t in root.tables("trunks"))

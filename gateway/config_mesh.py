@@ -146,8 +146,9 @@ class HqConfig:
     name: str = "hq"
     """Certificate name of the service; default ``hq``."""
     http: HostPort | None = None
-    """``ip:port`` of the service's ``/healthz`` and ``/metrics`` (port 0 = a free one); default
-    none (no HTTP). Not ``[http]``: that is HQ's site gateway."""
+    """``ip:port`` of the service's ``/healthz``, ``/metrics`` and REST API (customers,
+    published policy; port 0 = a free one); default none (no HTTP). Not ``[http]``: that is HQ's
+    site gateway, whose ``api_token`` / ``api_read_token`` guard this API too."""
 
 
 def _opt_float(t: _Table, name: str) -> float | None:

@@ -73,7 +73,15 @@ class HqApp:
             routes = customer_routes(_HqBook(self))
             if self.cfg.mesh is not None and self.cfg.mesh.etcd:
                 routes += policy_routes(self.cfg.mesh.etcd)
-            app = create_app(self.health, self.registry, routes)
+            from gateway.app import api_auth
+
+            auth = api_auth(self.cfg)
+            app = create_app(self.health, self.registry, routes, auth=auth)
+            self.registry.counter(
+                "ccgw_http_auth_failures_total",
+                "API requests without a valid token.",
+                callback=lambda: auth.failures,
+            )
             self.http_runner, self.http_port = await start_http(
                 app, self._http_host, self._http_port
             )

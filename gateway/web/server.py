@@ -82,9 +82,12 @@ def create_app(
     health: HealthCheck,
     registry: Registry,
     extra_routes: Iterable[web.AbstractRouteDef] | None = None,
+    *,
+    auth: Any = None,
 ) -> web.Application:
     """The site's aiohttp application: ``GET /healthz`` (200 or 503 JSON), ``GET /metrics``
-    (Prometheus text 0.0.4), ``extra_routes``, and JSON 404/405/500 answers."""
+    (Prometheus text 0.0.4), ``extra_routes``, and JSON 404/405/500 answers. ``auth`` (a
+    :class:`gateway.web.auth.ApiAuth`) guards the ``/api/`` routes with bearer tokens."""
 
     async def healthz(request: web.Request) -> web.Response:
         try:
@@ -103,7 +106,10 @@ def create_app(
         body = registry.render().encode()
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE, **_NO_STORE})
 
-    app = web.Application(middlewares=[_json_errors])
+    middlewares: list[Any] = [_json_errors]
+    if auth is not None and auth.enabled:
+        middlewares.append(auth.middleware)
+    app = web.Application(middlewares=middlewares)
     app[REGISTRY_KEY] = registry
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)

@@ -448,11 +448,41 @@ def test_a_callback_scheduled_for_a_requested_time_is_placed_then_and_not_before
     assert result.ok and any("DIALLED +8613900139000" in ln for ln in result.log_lines)
 
 
-def _post_json(url: str, doc: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    req = urllib.request.Request(
-        url, data=json.dumps(doc).encode(), method="POST",
-        headers={"Content-Type": "application/json"},
-    )  # fmt: skip
+def test_with_an_api_token_no_callback_reaches_the_pstn_without_it(
+    make_gateway: Callable[..., GatewayThread],
+) -> None:
+    """A callback dials the PSTN: with ``[http] api_token`` set, the API asks for it, a missing
+    and a wrong token get the same 401, repeated failures ban the source, nothing is placed."""
+    token = "callback-token-0123456789"
+    gw = make_gateway(
+        "linear",
+        queue={"members": ["1001"]},
+        extra={"http": {"api_token": token}, "security": {"fail_limit": 3}},
+    )
+    url = f"http://127.0.0.1:{gw.gw.http_port}/api/callbacks"
+    doc = {"number": "+8613900139000", "queue": "support", "at": time.time() + 3600}
+    missing = _post_json(url, doc)
+    wrong = _post_json(url, doc, token="x" * 20)
+    assert missing[0] == wrong[0] == 401 and missing[1] == wrong[1], (missing, wrong)
+    assert gw.call(lambda: gw.gw.store.callbacks(None)) == []
+    status, body = _post_json(url, doc, token=token)
+    assert status == 201, body
+    assert len(gw.call(lambda: gw.gw.store.callbacks(None))) == 1
+    for _ in range(3):
+        assert _post_json(url, doc)[0] == 401
+    assert _post_json(url, doc, token=token)[0] == 429  # banned now, even with the token
+    metrics = gw.metrics()
+    assert "ccgw_http_auth_failures_total 5" in metrics
+    assert "ccgw_http_auth_bans_total 1" in metrics
+
+
+def _post_json(
+    url: str, doc: dict[str, Any], token: str | None = None
+) -> tuple[int, dict[str, Any]]:
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(url, data=json.dumps(doc).encode(), method="POST", headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=5) as r:
             return r.status, json.loads(r.read())
