@@ -839,7 +839,8 @@ def _media(t: _Table, sip_listen: str) -> MediaConfig:
 def _http(t: _Table, env: Mapping[str, str]) -> HttpConfig:
     listen = _ip(t, "listen", "127.0.0.1")
     port = t.integer("port", 8080, 0, 65535)
-    token = env.get(API_TOKEN_ENV) or t.string("api_token", "")
+    token = t.string("api_token", "")
+    token = env.get(API_TOKEN_ENV) or token
     read_token = t.string("api_read_token", "")
     for key, value in (("api_token", token), ("api_read_token", read_token)):
         if value and (len(value) < 16 or not value.isprintable() or " " in value):
@@ -1438,7 +1439,7 @@ def parse_config(
     dialplan = _dialplan(root.table("dialplan"), trunks)
     from gateway.config_mesh import parse_hq, parse_mesh  # late: config_mesh imports this module
 
-    mesh = parse_mesh(root.table("mesh"), base) if root.has("mesh") else None
+    mesh = parse_mesh(root.table("mesh"), base, env) if root.has("mesh") else None
     hq = parse_hq(root.table("hq"), base) if root.has("hq") else None
     root.done()
     cfg = SiteConfig(

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from gateway.config import HostPort, parse_host_port
 
@@ -126,6 +126,14 @@ class MeshConfig:
     ``callback``, ``customer``. Others stay at the site."""
     customer_fields: tuple[str, ...] = CUSTOMER_EXPORT_DEFAULT
     """Customer-record fields sent to HQ; default all. ``customer_id`` is always sent."""
+    etcd_tls: bool = False
+    """true: talk to etcd over TLS with this site's certificate from ``pki`` (etcd's
+    ``--client-cert-auth``), trusting only the mesh CA (etcd's certificate comes from it too:
+    ``ccgw certs --site etcd:<ip>``); default false (plain gRPC: a private network only)."""
+    etcd_username: str | None = None
+    """An etcd user (etcd ``--auth`` with roles), with ``etcd_password``; default none."""
+    etcd_password: str | None = field(default=None, repr=False)
+    """Its password; env ``CCGW_ETCD_PASSWORD`` wins."""
 
     @property
     def enabled(self) -> bool:
@@ -212,7 +220,10 @@ def parse_overflow(t: _Table) -> OverflowConfig:
     return cfg
 
 
-def parse_mesh(t: _Table, base_dir: Path) -> MeshConfig:
+ETCD_PASSWORD_ENV: Final = "CCGW_ETCD_PASSWORD"
+
+
+def parse_mesh(t: _Table, base_dir: Path, env: Mapping[str, str] | None = None) -> MeshConfig:
     """The ``[mesh]`` table."""
 
     def endpoint(text: str) -> str:
@@ -238,13 +249,22 @@ def parse_mesh(t: _Table, base_dir: Path) -> MeshConfig:
     fields = t.items("customer_fields", customer_field, CUSTOMER_EXPORT_DEFAULT)
     if "customer_id" not in fields:
         fields = ("customer_id", *fields)
+    pki = _folder(t, "pki", base_dir)
+    etcd_tls = t.value("etcd_tls", bool, False)
+    if etcd_tls and pki is None:
+        raise t.error("etcd_tls", "needs pki (this site's certificate and the mesh CA)")
+    username = t.string("etcd_username", None)
+    password = t.string("etcd_password", None)
+    password = (env or {}).get(ETCD_PASSWORD_ENV) or password
+    if (username is None) != (password is None) or username == "" or password == "":
+        raise t.error("etcd_username", "etcd_username and etcd_password go together, non-empty")
     cfg = MeshConfig(
         etcd=t.items("etcd", endpoint, (), what="host:port"),
         lease_ttl=t.number("lease_ttl", 3.0, 1.0, 60.0),
         load_interval=t.number("load_interval", 1.0, 0.1, 60.0),
         handoff_listen=_host_port(t, "handoff_listen", any_port=True),
         hq=_host_port(t, "hq"),
-        pki=_folder(t, "pki", base_dir),
+        pki=pki,
         lookup_budget=t.number("lookup_budget", 0.05, 0.001, 5.0),
         reserve_timeout=t.number("reserve_timeout", 0.3, 0.01, 10.0),
         reservation_ttl=t.number("reservation_ttl", 10.0, 1.0, 600.0),
@@ -252,9 +272,24 @@ def parse_mesh(t: _Table, base_dir: Path) -> MeshConfig:
         sync_batch=t.integer("sync_batch", 500, 1, 10_000),
         export=t.items("export", kind, EXPORT_KINDS, what="a record kind"),
         customer_fields=fields,
+        etcd_tls=etcd_tls,
+        etcd_username=username,
+        etcd_password=password,
     )
     t.done()
     return cfg
+
+
+def etcd_access(mesh: MeshConfig, name: str) -> Any:
+    """The :class:`gateway.mesh.etcd.EtcdAccess` for ``mesh`` as the site (or HQ) ``name``."""
+    from gateway.mesh.etcd import EtcdAccess
+
+    credentials = None
+    if mesh.etcd_tls and mesh.pki is not None:
+        from gateway.mesh.tls import channel_credentials
+
+        credentials = channel_credentials(Path(mesh.pki), name)
+    return EtcdAccess(credentials, mesh.etcd_username, mesh.etcd_password)
 
 
 def parse_hq(t: _Table, base_dir: Path) -> HqConfig:

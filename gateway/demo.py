@@ -118,14 +118,19 @@ class Phone:
 
 
 class EtcdProcess:
-    """A throwaway single-member etcd on free loopback ports (killed by its PID)."""
+    """A throwaway single-member etcd on free loopback ports (killed by its PID). With ``pki``
+    (holding ``etcd.pem`` from the mesh CA) clients speak TLS and must show a mesh certificate."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, pki: Path | None = None) -> None:
         self.dir = workdir / "etcd"
         self.dir.mkdir()
         self.port = free_port("127.0.0.1", socket.SOCK_STREAM)
         peer = free_port("127.0.0.1", socket.SOCK_STREAM)
-        client = f"http://127.0.0.1:{self.port}"
+        client = f"{'https' if pki else 'http'}://127.0.0.1:{self.port}"
+        tls = []
+        if pki is not None:
+            tls = ["--cert-file", str(pki / "etcd.pem"), "--key-file", str(pki / "etcd-key.pem")]
+            tls += ["--trusted-ca-file", str(pki / "ca.pem"), "--client-cert-auth"]
         peer_url = f"http://127.0.0.1:{peer}"
         self.log = open(self.dir / "etcd.log", "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
@@ -133,7 +138,7 @@ class EtcdProcess:
                 "etcd", "--name", "demo", "--data-dir", str(self.dir / "data"),
                 "--listen-client-urls", client, "--advertise-client-urls", client,
                 "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
-                "--initial-cluster", f"demo={peer_url}",
+                "--initial-cluster", f"demo={peer_url}", *tls,
             ],
             stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT,
         )  # fmt: skip
@@ -194,6 +199,7 @@ def _mesh_docs(
                 trunk["peers"] = [f"{SITES[other]}:{port}"]
         doc["mesh"].update(
             etcd=[etcd],
+            etcd_tls=True,
             pki=str(work / "pki"),
             hq=f"127.0.0.1:{hq_port}",
             handoff_listen=f"{ip}:0",
@@ -295,7 +301,8 @@ async def run_demo(seconds: float, rate: float) -> int:
     make_ca(work / "pki")
     for site, ip in SITES.items():
         issue(work / "pki", site, ips=[ip])
-    etcd = EtcdProcess(work)
+    issue(work / "pki", "etcd", ips=["127.0.0.1"])
+    etcd = EtcdProcess(work, work / "pki")
     hq: HqApp | None = None
     gws: dict[str, SiteGateway] = {}
     phones: list[Phone] = []

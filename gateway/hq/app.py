@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config import SiteConfig
+from gateway.config_mesh import etcd_access
 from gateway.hq.service import EDITOR, HqServer
 from gateway.hq.store import CentralStore, SyncEntry, open_central_store
 from gateway.metrics import Registry
@@ -72,7 +73,8 @@ class HqApp:
         if self._http_host is not None:
             routes = customer_routes(_HqBook(self))
             if self.cfg.mesh is not None and self.cfg.mesh.etcd:
-                routes += policy_routes(self.cfg.mesh.etcd)
+                access = etcd_access(self.cfg.mesh, self.hq.name)
+                routes += policy_routes(self.cfg.mesh.etcd, access)
             from gateway.app import api_auth
 
             auth = api_auth(self.cfg)
@@ -117,7 +119,7 @@ class HqApp:
             await self.store.close()
 
 
-def policy_routes(endpoints: tuple[str, ...]) -> list[Any]:
+def policy_routes(endpoints: tuple[str, ...], access: Any = None) -> list[Any]:
     """``GET /api/policies`` and ``PUT /api/policies/{name}``: the routing policy HQ publishes
     to every site through etcd (validated here first; each site validates again and keeps its
     last good one if it refuses)."""
@@ -130,7 +132,7 @@ def policy_routes(endpoints: tuple[str, ...]) -> list[Any]:
 
     async def listing(request: web.Request) -> web.Response:
         try:
-            client = await connect(endpoints)
+            client = await connect(endpoints, access=access)
             try:
                 items, _ = await client.get_prefix(CONFIG_PREFIX)
             finally:
@@ -153,7 +155,7 @@ def policy_routes(endpoints: tuple[str, ...]) -> list[Any]:
         except ValueError as exc:
             return error_response(400, str(exc))
         try:
-            client = await connect(endpoints)
+            client = await connect(endpoints, access=access)
             try:
                 await publish_policy(client, name, doc)
             finally:

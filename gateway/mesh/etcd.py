@@ -17,11 +17,12 @@ import contextlib
 import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeVar
 
 __all__ = [
     "AetcdClient",
+    "EtcdAccess",
     "EtcdClient",
     "EtcdUnavailable",
     "LeaseNotFound",
@@ -126,6 +127,57 @@ def _is_lease_not_found(exc: BaseException) -> bool:
     return "lease not found" in text
 
 
+@dataclass(frozen=True)
+class EtcdAccess:
+    """How to reach etcd beyond its address: ``credentials`` (``grpc.ChannelCredentials``:
+    TLS, with a client certificate for etcd's ``--client-cert-auth``) and an etcd user
+    (``--auth`` with RBAC). The default is plain gRPC without a user."""
+
+    credentials: Any = None
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+
+def _tls_client(host: str, port: int, timeout: float, access: EtcdAccess) -> Any:
+    """An aetcd client whose channel is TLS (aetcd 1.0 only opens plain ones)."""
+    import aetcd
+    from aetcd import rpc, watcher
+
+    class _TlsClient(aetcd.Client):  # type: ignore[misc]
+        async def connect(self) -> None:
+            # aetcd's own connect, but over grpc.aio.secure_channel.
+            c: Any = self  # aetcd's attributes, untyped
+            if c._connected.is_set():
+                return
+            if c._is_connecting:
+                await asyncio.wait_for(c._connected.wait(), c._connect_wait_timeout)
+                return
+            try:
+                c._is_connecting = True
+                c.channel = rpc.secure_channel(
+                    f"{c._host}:{c._port}", access.credentials, options=c._options.items()
+                )
+                if c._username is not None and c._password is not None:
+                    c.auth_stub = rpc.AuthStub(c.channel)
+                    request = rpc.AuthenticateRequest(name=c._username, password=c._password)
+                    reply = await c.auth_stub.Authenticate(request, timeout=c._timeout)
+                    c.metadata = (("token", reply.token),)
+                c.kvstub = rpc.KVStub(c.channel)
+                c.clusterstub = rpc.ClusterStub(c.channel)
+                c.leasestub = rpc.LeaseStub(c.channel)
+                c.maintenancestub = rpc.MaintenanceStub(c.channel)
+                c._watcher = watcher.Watcher(
+                    rpc.WatchStub(c.channel), timeout=c._timeout, metadata=c.metadata
+                )
+                c._connected.set()
+            finally:
+                c._is_connecting = False
+
+    return _TlsClient(
+        host=host, port=port, timeout=timeout, username=access.username, password=access.password
+    )
+
+
 class AetcdClient:
     """:class:`EtcdClient` over aetcd 1.0.0 (one gRPC channel to one etcd member).
 
@@ -134,15 +186,31 @@ class AetcdClient:
     used; :func:`connect` tries them in turn.
     """
 
-    def __init__(self, endpoint: str, *, op_timeout: float = DEFAULT_OP_TIMEOUT) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        op_timeout: float = DEFAULT_OP_TIMEOUT,
+        access: EtcdAccess | None = None,
+    ) -> None:
         import aetcd  # local: keep the import cost off modules that only need the protocol
 
         host, port = parse_endpoint(endpoint)
         self.endpoint = endpoint
         self._op_timeout = op_timeout
+        access = access or EtcdAccess()
         # aetcd passes `timeout` to every unary call and to watch creation (seconds; grpc
         # accepts a float although aetcd annotates int).
-        self._client: Any = aetcd.Client(host=host, port=port, timeout=op_timeout)
+        if access.credentials is not None:
+            self._client: Any = _tls_client(host, port, op_timeout, access)
+        else:
+            self._client = aetcd.Client(
+                host=host,
+                port=port,
+                timeout=op_timeout,
+                username=access.username,
+                password=access.password,
+            )
         self._closed = False
 
     async def _call(self, aw: Awaitable[_T]) -> _T:
@@ -225,7 +293,10 @@ class AetcdClient:
 
 
 async def connect(
-    endpoints: Sequence[str], *, op_timeout: float = DEFAULT_OP_TIMEOUT
+    endpoints: Sequence[str],
+    *,
+    op_timeout: float = DEFAULT_OP_TIMEOUT,
+    access: EtcdAccess | None = None,
 ) -> EtcdClient:
     """An :class:`AetcdClient` to the first of ``endpoints`` that answers.
 
@@ -238,7 +309,7 @@ async def connect(
         parse_endpoint(ep)
     errors: list[str] = []
     for ep in endpoints:
-        client = AetcdClient(ep, op_timeout=op_timeout)
+        client = AetcdClient(ep, op_timeout=op_timeout, access=access)
         try:
             await client.ping()
         except EtcdUnavailable as exc:

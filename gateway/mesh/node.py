@@ -18,7 +18,7 @@ from typing import Any
 
 from gateway.cc.mesh_side import Reservation
 from gateway.config import ConfigError, SiteConfig
-from gateway.config_mesh import parse_policy
+from gateway.config_mesh import etcd_access, parse_policy
 from gateway.mesh.etcd import connect
 from gateway.mesh.handoff import Customer, HandoffClient, HandoffContext, HandoffServer
 from gateway.mesh.registry import MeshView, QueueLoad, SiteRecord, SiteRegistry
@@ -177,8 +177,9 @@ class MeshNode:
                 started=self.clock(),
             )
             endpoints = list(mesh.etcd)
+            access = etcd_access(mesh, self.site)
             self.registry = SiteRegistry(
-                lambda: connect(endpoints),
+                lambda: connect(endpoints, access=access),
                 me,
                 ttl=mesh.lease_ttl,
                 load_interval=mesh.load_interval,

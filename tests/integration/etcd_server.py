@@ -18,6 +18,7 @@ import contextlib
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import tempfile
 import time
@@ -44,7 +45,9 @@ class EtcdServer:
     temporary directory when omitted (removed on :meth:`cleanup` / context exit).
     """
 
-    def __init__(self, workdir: Path | str | None = None, *, name: str = "t") -> None:
+    def __init__(
+        self, workdir: Path | str | None = None, *, name: str = "t", pki: Path | None = None
+    ) -> None:
         if ETCD_BIN is None:
             raise RuntimeError("etcd binary not found (apt-get install etcd-server)")
         self._own_dir = workdir is None
@@ -53,6 +56,9 @@ class EtcdServer:
         self.data_dir = self.workdir / "data"
         self.log_path = self.workdir / "etcd.log"
         self.name = name
+        # With ``pki`` (a ``ccgw certs`` folder holding ca.pem and etcd.pem / etcd-key.pem):
+        # clients speak TLS and must show a certificate from that CA (--client-cert-auth).
+        self.pki = pki
         self.client_port = peers.free_port(kind="tcp")
         self.peer_port = peers.free_port(kind="tcp")
         self.proc: subprocess.Popen[bytes] | None = None
@@ -65,7 +71,16 @@ class EtcdServer:
 
     @property
     def url(self) -> str:
-        return f"http://{HOST}:{self.client_port}"
+        scheme = "https" if self.pki is not None else "http"
+        return f"{scheme}://{HOST}:{self.client_port}"
+
+    def client_ssl(self) -> ssl.SSLContext | None:
+        """A client context for the TLS server (the CA, and a client certificate "etcd")."""
+        if self.pki is None:
+            return None
+        ctx = ssl.create_default_context(cafile=str(self.pki / "ca.pem"))
+        ctx.load_cert_chain(str(self.pki / "etcd.pem"), str(self.pki / "etcd-key.pem"))
+        return ctx
 
     @property
     def pid(self) -> int | None:
@@ -97,7 +112,17 @@ class EtcdServer:
             "new",
             "--log-level",
             "warn",
-        ]
+            *(
+                [
+                    "--cert-file", str(self.pki / "etcd.pem"),
+                    "--key-file", str(self.pki / "etcd-key.pem"),
+                    "--trusted-ca-file", str(self.pki / "ca.pem"),
+                    "--client-cert-auth",
+                ]
+                if self.pki is not None
+                else []
+            ),
+        ]  # fmt: skip
 
     def start(self, timeout: float = 15.0) -> EtcdServer:
         """Start (or restart, on the same ports and data dir) and wait for ``/health``."""
@@ -128,7 +153,9 @@ class EtcdServer:
     def healthy(self) -> bool:
         """``GET /health`` answers ``{"health":"true"}``."""
         try:
-            with urllib.request.urlopen(self.url + "/health", timeout=1.0) as resp:
+            with urllib.request.urlopen(
+                self.url + "/health", timeout=1.0, context=self.client_ssl()
+            ) as resp:
                 return resp.status == 200 and b'"true"' in resp.read()
         except (OSError, urllib.error.URLError, ValueError):
             return False

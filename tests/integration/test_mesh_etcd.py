@@ -83,15 +83,18 @@ class Gate:
 
     endpoint: str
     open: bool = True
+    access: Any = None  # gateway.mesh.etcd.EtcdAccess: TLS, user
 
     async def connect(self) -> EtcdClient:
         if not self.open:
             raise EtcdUnavailable("gate closed by the test")
-        return await connect([self.endpoint], op_timeout=1.0)
+        return await connect([self.endpoint], op_timeout=1.0, access=self.access)
 
 
-def registry(endpoint: str, site: str, **kw: Any) -> tuple[SiteRegistry, Loads, Gate]:
-    gate = Gate(endpoint)
+def registry(
+    endpoint: str, site: str, access: Any = None, **kw: Any
+) -> tuple[SiteRegistry, Loads, Gate]:
+    gate = Gate(endpoint, access=access)
     loads = Loads(site)
     me = SiteRecord(
         site=site,
@@ -323,5 +326,87 @@ def test_etcd_server_restarts_on_same_port_with_its_data(etcd: EtcdServer) -> No
         finally:
             await c.close()
         assert items == [("/ccgw/config/x", b"{}")] and rev >= 2
+
+    run(main())
+
+
+def test_over_tls_with_client_certificates_only_mesh_members_reach_etcd(tmp_path: Path) -> None:
+    """etcd with ``--client-cert-auth`` and a certificate from the mesh CA: sites with
+    ``etcd_tls`` (their own certificate) register and see each other; a plain client, and one
+    whose certificate comes from another CA, are turned away."""
+    if ETCD_BIN is None:
+        pytest.skip("etcd binary not found (apt-get install etcd-server)")
+    from gateway.config_mesh import MeshConfig, etcd_access
+    from gateway.mesh import tls
+
+    pki, other = tmp_path / "pki", tmp_path / "other"
+    tls.make_ca(pki)
+    for name in ("etcd", "sh", "gz"):
+        tls.issue(pki, name, ips=["127.0.0.1"])
+    tls.make_ca(other)
+    tls.issue(other, "sh", ips=["127.0.0.1"])  # the right name from the wrong CA
+    server = EtcdServer(tmp_path / "etcd", pki=pki).start()
+
+    def access(folder: Path, name: str) -> Any:
+        return etcd_access(
+            MeshConfig(etcd=(server.endpoint,), pki=str(folder), etcd_tls=True), name
+        )
+
+    async def main() -> None:
+        a, _, _ = registry(server.endpoint, "sh", access(pki, "sh"))
+        b, _, _ = registry(server.endpoint, "gz", access(pki, "gz"))
+        try:
+            await a.start()
+            await b.start()
+            assert a.connected and b.connected
+            await wait_view(a, lambda v: ("gz", "sales") in v.loads, 3, "gz's load over TLS")
+            await wait_view(b, lambda v: "sh" in v.sites, 3, "sh over TLS")
+        finally:
+            await a.stop()
+            await b.stop()
+        with pytest.raises(EtcdUnavailable):
+            await connect([server.endpoint], op_timeout=1.0)  # plain gRPC to a TLS port
+        with pytest.raises(EtcdUnavailable):
+            await connect([server.endpoint], op_timeout=1.0, access=access(other, "sh"))
+
+    try:
+        run(main())
+    finally:
+        server.cleanup()
+
+
+def test_with_etcd_auth_on_a_site_needs_its_user(etcd: EtcdServer) -> None:
+    """etcd ``--auth`` (enabled over its gRPC API, as ``etcdctl auth enable`` does): a site
+    with ``etcd_username`` / ``etcd_password`` registers; without them, or with a wrong
+    password, it cannot read."""
+    import grpc
+    from aetcd import rpc
+
+    from gateway.mesh.etcd import EtcdAccess
+
+    async def enable_auth() -> None:
+        async with grpc.aio.insecure_channel(etcd.endpoint) as channel:
+            auth = rpc.AuthStub(channel)
+            await auth.UserAdd(rpc.AuthUserAddRequest(name="root", password="root-secret-1"))
+            await auth.RoleAdd(rpc.AuthRoleAddRequest(name="root"))
+            await auth.UserGrantRole(rpc.AuthUserGrantRoleRequest(user="root", role="root"))
+            await auth.AuthEnable(rpc.AuthEnableRequest())
+
+    async def main() -> None:
+        await enable_auth()
+        reg, _, _ = registry(etcd.endpoint, "sh", EtcdAccess(None, "root", "root-secret-1"))
+        try:
+            await reg.start()
+            assert reg.connected
+            await wait_view(reg, lambda v: True, 2, "a view")
+        finally:
+            await reg.stop()
+        for access in (None, EtcdAccess(None, "root", "wrong-password")):
+            with pytest.raises(EtcdUnavailable):
+                client = await connect([etcd.endpoint], op_timeout=1.0, access=access)
+                try:
+                    await client.get_prefix("/ccgw/")
+                finally:
+                    await client.close()
 
     run(main())

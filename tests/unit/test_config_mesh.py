@@ -179,3 +179,21 @@ def test_sip_over_tls_between_sites_needs_the_mesh_pki_and_an_inter_site_trunk(
     assert err.value.key == "sip.tls_port"
     doc["sip"] = tls_sip | {"port": 0}
     assert parse_config(doc, env={}).sip.tls_port == 0  # any free port, as for sip.port
+
+
+def test_etcd_over_tls_needs_the_pki_and_a_user_needs_a_password(tmp_path: Any) -> None:
+    (tmp_path / "pki").mkdir()
+    mesh: dict[str, Any] = {"etcd": ["127.0.0.1:2379"], "etcd_tls": True}
+    with pytest.raises(ConfigError) as err:
+        parse_config(_doc(mesh=mesh), env={})
+    assert err.value.key == "mesh.etcd_tls"
+    mesh["pki"] = str(tmp_path / "pki")
+    cfg = parse_config(_doc(mesh=mesh), env={})
+    assert cfg.mesh is not None and cfg.mesh.etcd_tls
+    with pytest.raises(ConfigError) as err:
+        parse_config(_doc(mesh=mesh | {"etcd_username": "sh"}), env={})
+    assert err.value.key == "mesh.etcd_username"
+    env = {"CCGW_ETCD_PASSWORD": "from-the-environment"}
+    cfg = parse_config(_doc(mesh=mesh | {"etcd_username": "sh", "etcd_password": "x"}), env=env)
+    assert cfg.mesh is not None and cfg.mesh.etcd_password == "from-the-environment"
+    assert "from-the-environment" not in repr(cfg.mesh)

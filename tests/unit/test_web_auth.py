@@ -102,6 +102,8 @@ def test_config_needs_a_token_off_loopback_and_takes_the_environment_first() -> 
     assert cfg.http.api_token == TOKEN and TOKEN not in repr(cfg.http)
     env = parse_config(_doc(listen="192.0.2.10"), env={"CCGW_API_TOKEN": READ})
     assert env.http.api_token == READ
+    both = parse_config(_doc(api_token=TOKEN), env={"CCGW_API_TOKEN": READ})
+    assert both.http.api_token == READ  # the environment wins over the file
     for bad, key in (
         ({"api_token": "short"}, "http.api_token"),
         ({"api_read_token": READ}, "http.api_read_token"),
