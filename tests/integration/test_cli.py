@@ -30,6 +30,8 @@ def _site_toml(tmp_path: Path, **sip: object) -> Path:
     text = (ROOT / "sites" / "shanghai.toml").read_text()
     text = text.replace('listen = "127.0.0.2"', 'listen = "127.0.0.1"')
     text = text.replace('path = "../var/shanghai.db"', f'path = "{tmp_path / "sh.db"}"')
+    tls = peers.free_port("127.0.0.1", "tcp")  # the inter-site TLS listener, on a free port
+    text = text.replace("tls_port = 5063", f"tls_port = {tls}")
     # The mesh: certificates made as a user would; etcd and HQ are not running (the site
     # serves its own callers anyway); the handoff server on a free port.
     text = text.replace('pki = "../var/pki"', f'pki = "{tmp_path / "pki"}"')
