@@ -145,6 +145,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING if quiet else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # -v is for ccgw's own debug lines: grpc's aio layer logs every stream cancelled at shutdown
+    # as a debug traceback ("request_iterator raised exception: CancelledError"), which reads
+    # like a crash and is not one.
+    logging.getLogger("grpc").setLevel(logging.INFO)
     try:
         if args.command == "check-config":
             load_config(args.config)
