@@ -128,6 +128,8 @@ class HlcClock:
         # A counter that would overflow its fixed width borrows the next millisecond instead;
         # order is kept, and the wall part runs at most 1 ms per 10**6 events ahead of time.
         if self._counter >= _MAX_COUNTER:
+            if self._wall >= _MAX_WALL:  # only a bogus stamp from far in the future gets here
+                raise ClockDriftError("the clock reached its largest stamp (a bogus remote one?)")
             self._wall += 1
             self._counter = 0
         else:
