@@ -166,7 +166,9 @@ class SiteGateway:
             host=cfg.media.host or host,
             port_range=(cfg.media.rtp_port_min, cfg.media.rtp_port_max),
             stall_timeout=cfg.media.stall_timeout,
+            advertise=cfg.media.advertise or None,
         )
+        public = cfg.sip.advertise or host  # what Via, Contact and the mesh record carry
         secret = cfg.sip.auth_secret.encode() or secrets.token_bytes(32)
         auth = DigestAuthenticator(
             realm=cfg.sip.realm or cfg.sip.domain or cfg.site.name,
@@ -196,7 +198,7 @@ class SiteGateway:
             auth,
             self.guard,
             {a.extension: a.password for a in cfg.agents},
-            host=host,
+            host=public,
             port=self.sip_port,
             user_agent=cfg.sip.user_agent,
             ping_interval=cfg.sip.options_ping_interval,
@@ -224,7 +226,7 @@ class SiteGateway:
             self.edge,
             self.relay,
             dial_plan(cfg),
-            local_host=host,
+            local_host=public,
             local_port=self.sip_port,
             local_ports=ports,
             peer_name=self.tls.identity if self.tls is not None else None,
@@ -242,7 +244,7 @@ class SiteGateway:
         if cfg.mesh is not None and cfg.mesh.enabled:
             from gateway.mesh.node import MeshNode
 
-            sip_host = cfg.sip.listen
+            sip_host = public
             self.mesh = MeshNode(
                 cfg, sip=f"{sip_host}:{self.sip_port}", http=f"{cfg.http.listen}:0"
             )

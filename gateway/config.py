@@ -220,6 +220,10 @@ class SipConfig:
     """Subset of ``udp``, ``tcp``, ``tls``; default ``udp`` and ``tcp``. ``tls`` is SIP over
     mutual TLS between sites (RFC 3261 §26.2): it needs ``mesh.pki`` (this site's certificate
     and the mesh CA), and every client must show a certificate from that CA."""
+    advertise: str = ""
+    """IP literal put in Via, Contact and the site's mesh record instead of ``listen``: the
+    public address of a site behind NAT (the router forwards the SIP port to ``listen``);
+    default ``listen``."""
     tls_port: int = 5061
     """Port of the TLS listener; default ``port`` + 1 (5061), or any free port when ``port``
     is 0."""
@@ -260,6 +264,9 @@ class MediaConfig:
     """Seconds without RTP from either side before the call is hung up; default 30; 0 disables."""
     codecs: tuple[str, ...] = ("PCMU", "PCMA")
     """Offered/accepted codecs in preference order; subset of PCMU, PCMA; default both."""
+    advertise: str = ""
+    """IP literal put in SDP (``c=``) instead of ``host``: the public address behind NAT (the
+    router forwards the RTP range); default ``sip.advertise``, else ``host``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -785,6 +792,7 @@ def _sip(t: _Table, site: str, env: Mapping[str, str]) -> SipConfig:
     listen = _ip(t, "listen", "127.0.0.1")
     port = t.integer("port", 5060, 0, 65535)
     transports = _choices(t, "transports", ("udp", "tcp"), TRANSPORTS)
+    advertise = _ip(t, "advertise", "") if t.has("advertise") else ""
     tls_port = t.integer("tls_port", port + 1 if port else 0, 0, 65535)
     if tls_port and tls_port == port:
         raise t.error("tls_port", f"{tls_port} is also sip.port")
@@ -808,6 +816,7 @@ def _sip(t: _Table, site: str, env: Mapping[str, str]) -> SipConfig:
         listen=listen,
         port=port,
         transports=transports,
+        advertise=advertise,
         tls_port=tls_port,
         domain=domain,
         realm=realm,
@@ -822,8 +831,9 @@ def _sip(t: _Table, site: str, env: Mapping[str, str]) -> SipConfig:
     )
 
 
-def _media(t: _Table, sip_listen: str) -> MediaConfig:
+def _media(t: _Table, sip_listen: str, sip_advertise: str = "") -> MediaConfig:
     host = _ip(t, "host", sip_listen)
+    advertise = _ip(t, "advertise", "") if t.has("advertise") else sip_advertise
     lo = t.integer("rtp_port_min", 20000, 1024, 65534)
     hi = t.integer("rtp_port_max", 29999, 1025, 65535)
     if lo % 2:
@@ -833,7 +843,7 @@ def _media(t: _Table, sip_listen: str) -> MediaConfig:
     stall = t.number("stall_timeout", 30.0, 0.0)
     codecs = _choices(t, "codecs", ("PCMU", "PCMA"), CODECS)
     t.done()
-    return MediaConfig(host, lo, hi, stall, codecs)
+    return MediaConfig(host, lo, hi, stall, codecs, advertise)
 
 
 def _http(t: _Table, env: Mapping[str, str]) -> HttpConfig:
@@ -1425,7 +1435,7 @@ def parse_config(
         raise root.error("site", "is required: a [site] table with name = ...")
     site = _site(root.table("site"))
     sip = _sip(root.table("sip"), site.name, env)
-    media = _media(root.table("media"), sip.listen)
+    media = _media(root.table("media"), sip.listen, sip.advertise)
     http = _http(root.table("http"), env)
     store = _store(root.table("store"), site.name, base)
     security = _security(root.table("security"))

@@ -524,7 +524,7 @@ class B2bua:
         try:
             body, codec, dtmf = sdp_glue.local_answer(
                 call.a_sdp,
-                self.relay.host,
+                self.relay.sdp_host,
                 session.leg("a").local_port,
                 a.sdp_session_id,
                 a.next_sdp_version(),
@@ -714,7 +714,7 @@ class B2bua:
 
         def body(leg: Leg) -> bytes:
             return sdp_glue.relay_offer(
-                call.a_sdp, self.relay.host, port, leg.sdp_session_id, leg.next_sdp_version()
+                call.a_sdp, self.relay.sdp_host, port, leg.sdp_session_id, leg.next_sdp_version()
             )
 
         leg = self._uac_invite(
@@ -792,7 +792,7 @@ class B2bua:
 
         def offer(leg: Leg) -> bytes:
             return sdp_glue.make_offer(
-                self.relay.host, port, leg.sdp_session_id, leg.next_sdp_version()
+                self.relay.sdp_host, port, leg.sdp_session_id, leg.next_sdp_version()
             )
 
         placeholder = Leg("a", label, peer, Request("INVITE", uri), "")
@@ -853,7 +853,7 @@ class B2bua:
 
                 def offer(leg: Leg) -> bytes:
                     return sdp_glue.make_offer(
-                        self.relay.host, port, leg.sdp_session_id, leg.next_sdp_version()
+                        self.relay.sdp_host, port, leg.sdp_session_id, leg.next_sdp_version()
                     )
 
                 cid = str(call.data.get("caller_id") or call.caller)
@@ -1055,7 +1055,7 @@ class B2bua:
         body, codec_pt, dtmf_pt = sdp_glue.relay_answer(
             call.a_sdp,
             b_answer,
-            self.relay.host,
+            self.relay.sdp_host,
             call.media.leg("a").local_port,
             a.sdp_session_id,
             a.next_sdp_version(),
@@ -1280,7 +1280,7 @@ class B2bua:
             leg.remote_sdp = req.body
             body = sdp_glue.relay_offer(
                 req.body,
-                self.relay.host,
+                self.relay.sdp_host,
                 call.media.leg(other.role).local_port,
                 other.sdp_session_id,
                 other.next_sdp_version(),
@@ -1318,7 +1318,7 @@ class B2bua:
                     )
                     body = sdp_glue.relay_answer_passthrough(
                         resp.body,
-                        self.relay.host,
+                        self.relay.sdp_host,
                         call.media.leg(from_leg.role).local_port,
                         from_leg.sdp_session_id,
                         from_leg.next_sdp_version(),

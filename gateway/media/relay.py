@@ -632,6 +632,7 @@ class MediaRelay:
         engine: str = "auto",
         coalesce_us: int = 100,
         pool_size: int = 128,
+        advertise: str | None = None,
     ) -> None:
         if engine not in ENGINES:
             raise ValueError(f"relay engine must be one of {', '.join(ENGINES)}, not {engine!r}")
@@ -647,6 +648,7 @@ class MediaRelay:
         self._pool: deque[_BoundPair] = deque()
         self._bind_to: tuple[int, str] | None = None  # (family, address literal)
         self.host = host
+        self.sdp_host = advertise or host  # what SDP offers peers (the public address behind NAT)
         self.ports = PortAllocator(*port_range)
         self.stall_timeout = stall_timeout
         self.check_interval = check_interval

@@ -5,6 +5,8 @@ Every call crosses real sockets on loopback: carrier → gateway (B2BUA, RTP rel
 
 from __future__ import annotations
 
+import re
+import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from . import audio, peers
-from .gateway import AGENTS, GatewayThread, site_config
+from .gateway import AGENTS, TEST_IVR, GatewayThread, site_config
 
 pytestmark = pytest.mark.integration
 
@@ -415,3 +417,58 @@ def test_a_hundred_calls_leave_nothing_behind(
     assert gw.call(lambda: gw.gw.relay.ports.in_use == gw.gw.relay.pooled)
     gw.wait_for(lambda: gw.gw.cdrs_written == 100, 10, "a hundred CDRs")
     assert gw.call(lambda: gw.gw.endpoint.counters.tu_errors) == 0
+
+
+def test_behind_nat_the_advertised_address_is_what_peers_see(
+    make_gateway: Callable[..., GatewayThread], carrier_port: int
+) -> None:
+    """``[sip] advertise`` / ``[media] advertise``: a site bound to its private address puts
+    its public one in Contact and SDP, so the carrier's ACK, BYE and RTP come to the router.
+    Here the "router" is the test, sending to the gateway's real address."""
+    public = "127.0.0.9"
+    gw = make_gateway(
+        queues=[{"name": "support", "members": ["1001"]}, {"name": "sales", "members": ["1001"]}],
+        ivr=TEST_IVR,
+        extra={"sip": {"advertise": public}},
+    )
+    host, port = gw.gw.cfg.sip.listen, gw.gw.sip_port
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", carrier_port))
+    sock.settimeout(5)
+    me = f"127.0.0.1:{carrier_port}"
+    sdp = (
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        "m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+    )
+
+    def request(method: str, cseq: int, to_tag: str = "", body: str = "") -> bytes:
+        to = f"<sip:+865000@{host}>" + (f";tag={to_tag}" if to_tag else "")
+        return (
+            f"{method} sip:+865000@{host}:{port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP {me};branch=z9hG4bK-nat-{method}-{cseq};rport\r\n"
+            f"Max-Forwards: 70\r\nFrom: <sip:+8613800138000@{me}>;tag=nat\r\nTo: {to}\r\n"
+            f"Call-ID: nat-test\r\nCSeq: {cseq} {method}\r\nContact: <sip:c@{me}>\r\n"
+            + ("Content-Type: application/sdp\r\n" if body else "")
+            + f"Content-Length: {len(body)}\r\n\r\n{body}"
+        ).encode()
+
+    def final(method: str) -> str:
+        while True:
+            text = sock.recv(65535).decode()
+            if text.startswith("SIP/2.0 1") or f" {method}\r\n" not in text:
+                continue
+            return text
+
+    sock.sendto(request("INVITE", 1, body=sdp), (host, port))
+    ok = final("INVITE")
+    assert ok.startswith("SIP/2.0 200"), ok
+    contact = re.search(r"\r\nContact: <sip:[^@]+@([^:;>]+)", ok)
+    assert contact is not None and contact.group(1) == public, ok
+    assert f"c=IN IP4 {public}\r\n" in ok, ok  # media from the router, too
+    to_tag = re.search(r"\r\nTo: [^\r]*;tag=([^;\r]+)", ok)
+    assert to_tag is not None
+    sock.sendto(request("ACK", 1, to_tag.group(1)), (host, port))
+    sock.sendto(request("BYE", 2, to_tag.group(1)), (host, port))
+    assert final("BYE").startswith("SIP/2.0 200")
+    sock.close()
+    gw.wait_for(lambda: len(gw.gw.store.recent_cdrs(5)) == 1, 10, "the CDR")

@@ -834,3 +834,18 @@ def test_voicemail_e_mail_needs_a_server_and_recipients() -> None:
     data["cc"] = {"smtp": "127.0.0.1:2525", "mail_to": ["a@b.example"]}
     cc = parse_config(data, env={}).cc
     assert cc.mail_to == ("a@b.example",) and cc.mail_from.startswith("ccgw@")
+
+
+def test_advertised_addresses_for_a_site_behind_nat() -> None:
+    doc = minimal()
+    doc["sip"] = {"listen": "10.0.0.5", "advertise": "203.0.113.10"}
+    cfg = parse_config(doc, env={})
+    assert cfg.sip.advertise == "203.0.113.10"
+    assert cfg.media.advertise == "203.0.113.10"  # SDP follows SIP unless told otherwise
+    doc["media"] = {"advertise": "203.0.113.11"}
+    assert parse_config(doc, env={}).media.advertise == "203.0.113.11"
+    assert parse_config(minimal(), env={}).sip.advertise == ""  # default: the listen address
+    doc["sip"]["advertise"] = "gw.example.com"
+    with pytest.raises(ConfigError) as err:
+        parse_config(doc, env={})
+    assert err.value.key == "sip.advertise"
