@@ -50,6 +50,7 @@ T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
 SITE = "shanghai"
 HQ_GRPC, HQ_HTTP = 7400, 8090
+API_TOKEN = "wan-test-api-token-0123"  # HTTP off loopback (the namespaces' addresses) needs one
 SITE_SIP, SITE_HTTP = 5060, 8080
 CARRIER_SIP, CARRIER_MEDIA = 5070, 6000
 AGENT_SIP, AGENT_MEDIA = 5080, 6010
@@ -159,6 +160,7 @@ class WanMesh:
     def start(self) -> WanMesh:
         hq_doc = site_config(("127.0.0.1", 9), self.tmp / "hq-site.db")
         hq_doc["site"] = {"name": "hq"}
+        hq_doc["http"]["api_token"] = API_TOKEN
         hq_doc["hq"] = {
             "listen": f"{self.hq_ip}:{HQ_GRPC}",
             "database": f"sqlite:///{self.hq_db}",
@@ -178,7 +180,7 @@ class WanMesh:
             extra={
                 "site": {"name": SITE},
                 "sip": {"listen": self.site_ip, "port": SITE_SIP},
-                "http": {"listen": self.site_ip, "port": SITE_HTTP},
+                "http": {"listen": self.site_ip, "port": SITE_HTTP, "api_token": API_TOKEN},
                 # 0.2 s: a look-up over 40 ms RTT (and an occasional lost segment) fits
                 "mesh": {"hq": f"{self.hq_ip}:{HQ_GRPC}", "pki": str(self.pki),
                          "lookup_budget": 0.2},
@@ -203,7 +205,10 @@ class WanMesh:
                 url,
                 data=None if body is None else json.dumps(body).encode(),
                 method="GET" if body is None else "POST",
-                headers={"Content-Type": "application/json"},
+                headers={
+                    "Content-Type": "application/json",
+                    "Authorization": f"Bearer {API_TOKEN}",
+                },
             )
             with urllib.request.urlopen(req, timeout=5) as r:
                 return str(r.read().decode())
