@@ -22,7 +22,7 @@ from gateway.config_mesh import etcd_access, parse_policy
 from gateway.mesh.etcd import connect
 from gateway.mesh.handoff import Customer, HandoffClient, HandoffContext, HandoffServer
 from gateway.mesh.registry import MeshView, QueueLoad, SiteRecord, SiteRegistry
-from gateway.mesh.sync import CustomerFeed, SyncClient, lookup
+from gateway.mesh.sync import CustomerFeed, StoreOutbox, SyncClient, lookup
 from gateway.metrics import Registry
 from gateway.routing.overflow import RemoteQueue
 from gateway.store.customers import SiteCustomers
@@ -204,24 +204,14 @@ class MeshNode:
         _, channel_creds = self._credentials()
         target = str(self.mesh.hq)
 
-        # Outbox reads and trims run in their own threads, not behind the writes queued on
-        # the writer thread (a busy writer must not starve the sync); payloads go as stored.
-        async def peek(after: int, limit: int) -> list[Any]:
-            return await asyncio.to_thread(store.outbox_peek, after, limit, raw=True)
-
-        async def trim(upto: int) -> int:
-            return await asyncio.to_thread(store.outbox_trim, upto)
-
-        async def depth() -> int:
-            return await asyncio.to_thread(store.outbox_depth)
-
+        outbox = StoreOutbox(store, raw=True)  # payloads go as stored
         self.sync = SyncClient(
             self.site,
             target,
             channel_creds,
-            peek=peek,
-            trim=trim,
-            depth=depth,
+            peek=outbox.peek,
+            trim=outbox.trim,
+            depth=outbox.depth,
             batch=self.mesh.sync_batch,
             backoff_max=2.0,  # back soon after HQ is: the catch-up is mostly this wait
         )

@@ -64,7 +64,9 @@ _HELLO_TIMEOUT_S: Final = 10.0
 class OutboxSource(Protocol):
     """The synchronous outbox calls of :class:`~gateway.store.sqlite.SqliteSiteStore`."""
 
-    def outbox_peek(self, after_seq: int = 0, limit: int = 100) -> list[OutboxEntry]: ...
+    def outbox_peek(
+        self, after_seq: int = 0, limit: int = 100, *, raw: bool = False
+    ) -> list[OutboxEntry]: ...
 
     def outbox_trim(self, upto_seq: int) -> int: ...
 
@@ -72,14 +74,17 @@ class OutboxSource(Protocol):
 
 
 class StoreOutbox:
-    """Async ``peek`` / ``trim`` / ``depth`` over a synchronous store, each call in a thread."""
+    """Async ``peek`` / ``trim`` / ``depth`` over a synchronous store, each call in a thread
+    (not behind the writes queued on the site's writer thread: a busy writer must not starve
+    the sync). ``raw``: payloads as the stored JSON text, sent without decoding them."""
 
-    def __init__(self, store: OutboxSource) -> None:
+    def __init__(self, store: OutboxSource, *, raw: bool = False) -> None:
         self._store = store
+        self._raw = raw
 
     async def peek(self, after_seq: int, limit: int) -> list[OutboxEntry]:
         """See :data:`Peek`."""
-        return await asyncio.to_thread(self._store.outbox_peek, after_seq, limit)
+        return await asyncio.to_thread(self._store.outbox_peek, after_seq, limit, raw=self._raw)
 
     async def trim(self, upto_seq: int) -> int:
         """See :data:`Trim`."""

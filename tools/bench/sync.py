@@ -390,21 +390,7 @@ class SiteBench:
             mode=args.writes,
         )
         store = self.store
-        if args.outbox == "gateway":
-            # Exactly as gateway/mesh/node.py `MeshNode.start_sync` wires it: outbox reads and
-            # trims in their own threads (not behind the writes queued on the writer thread),
-            # payloads as stored JSON text (raw=True: sent without decoding and re-encoding).
-
-            async def peek(after: int, limit: int) -> list[Any]:
-                return await asyncio.to_thread(store.outbox_peek, after, limit, raw=True)
-
-            async def trim(upto: int) -> int:
-                return await asyncio.to_thread(store.outbox_trim, upto)
-
-            async def depth() -> int:
-                return await asyncio.to_thread(store.outbox_depth)
-
-        elif args.outbox == "writer":  # the old wiring: on the writer thread, decoded
+        if args.outbox == "writer":  # the old wiring: on the writer thread, decoded
 
             async def peek(after: int, limit: int) -> list[Any]:
                 return await self.loop.run_in_executor(
@@ -454,8 +440,11 @@ class SiteBench:
             async def depth() -> int:
                 return await asyncio.to_thread(count_outbox)
 
-        else:  # "thread": StoreOutbox (asyncio.to_thread), payloads decoded
-            out = StoreOutbox(store)
+        else:
+            # "gateway": exactly as gateway/mesh/node.py `MeshNode.start_sync` wires it (reads
+            # and trims in their own threads, payloads as stored JSON text, sent undecoded);
+            # "thread": the same with payloads decoded.
+            out = StoreOutbox(store, raw=args.outbox == "gateway")
             peek, trim, depth = out.peek, out.trim, out.depth  # type: ignore[assignment]
         # how long each outbox call takes, seen from the loop (thread hop + store lock + SQL)
         self.outbox_s: dict[str, array[float]] = {"peek": array("d"), "trim": array("d")}
