@@ -31,7 +31,6 @@ import bisect
 import contextlib
 import http.client
 import json
-import math
 import os
 import platform
 import re
@@ -62,6 +61,7 @@ from tools.bench.common import (
     udp_bound,
     wait_for,
 )
+from tools.bench.mesh_common import dist_ms, percentile
 from tools.bench.mesh_common import parse_trace as parse_sipp_trace
 
 HOST = "127.0.0.1"
@@ -169,30 +169,6 @@ def parse_trace(path: Path) -> Iterator[Msg]:
             m.t, m.sent, m.first, hdr.get("call-id", hdr.get("i", "")), um.group(1) if um else "",
             hdr.get("cseq", ""),
         )  # fmt: skip
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    """The ``q``-th percentile (nearest rank) of ``values``; None when empty."""
-    if not values:
-        return None
-    s = sorted(values)
-    k = max(0, min(len(s) - 1, math.ceil(q / 100 * len(s)) - 1))
-    return s[k]
-
-
-def dist_ms(values_s: list[float]) -> dict[str, Any]:
-    """Count, p50, p90, p99, max of durations given in seconds, in ms."""
-
-    def ms(v: float | None) -> float | None:
-        return None if v is None else round(v * 1e3, 2)
-
-    return {
-        "n": len(values_s),
-        "p50_ms": ms(percentile(values_s, 50)),
-        "p90_ms": ms(percentile(values_s, 90)),
-        "p99_ms": ms(percentile(values_s, 99)),
-        "max_ms": ms(max(values_s) if values_s else None),
-    }
 
 
 @dataclass

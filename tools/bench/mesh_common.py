@@ -90,6 +90,21 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def save_report(report: dict[str, Any], bench: str, out: Path | None = None) -> int:
+    """Print ``report`` as the bench's one JSON object, keep it under ``results/`` (or at
+    ``out``) and return the exit status: 1 when it holds an ``"error"``."""
+    text = json.dumps(report, indent=2)
+    print(text)
+    path = out or RESULTS / f"{bench}-{time.strftime('%Y-%m-%d-%H%M')}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text + "\n")
+    log(f"wrote {path}")
+    return 0 if "error" not in report else 1
+
+
 def python_bin() -> str:
     """The project's venv interpreter, or this one."""
     venv = REPO / ".venv" / "bin" / "python"

@@ -52,10 +52,10 @@ from tools.bench.mesh_common import (
     dist_ms,
     log,
     parse_trace,
+    save_report,
 )
 
 TARGET_P99_MS = 100.0
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def ring_times(agent_log: Path) -> dict[str, tuple[float, bool]]:
@@ -276,13 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     report["elapsed_s"] = round(time.monotonic() - started, 1)
-    text = json.dumps(report, indent=2)
-    print(text)
-    out = args.out or RESULTS / f"overflow-{time.strftime('%Y-%m-%d-%H%M')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text + "\n")
-    log(f"wrote {out}")
-    return 0 if "error" not in report else 1
+    return save_report(report, "overflow", args.out)
 
 
 if __name__ == "__main__":

@@ -54,9 +54,8 @@ if __package__ in (None, ""):  # `python tools/bench/pooling.py`
 
 from gateway.cc.erlang import average_speed_of_answer, erlang_c, service_level
 from tools.bench.common import SIPP_DIR, cpu_list, read_sipp_stats
-from tools.bench.mesh_common import LoadMeter, MeshPair, SiteSpec, log
+from tools.bench.mesh_common import LoadMeter, MeshPair, SiteSpec, log, save_report
 
-RESULTS = Path(__file__).resolve().parent / "results"
 A, B = "shanghai", "guangzhou"
 
 
@@ -328,13 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         }  # fmt: skip
     report["summary"] = summary
     report["elapsed_s"] = round(time.monotonic() - started, 1)
-    text = json.dumps(report, indent=2)
-    print(text)
-    out = args.out or RESULTS / f"pooling-{time.strftime('%Y-%m-%d-%H%M')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text + "\n")
-    log(f"wrote {out}")
-    return 0 if "error" not in report else 1
+    return save_report(report, "pooling", args.out)
 
 
 if __name__ == "__main__":
