@@ -18,9 +18,10 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["PgServer", "find_pg_bin"]
+__all__ = ["PgServer", "find_pg_bin", "serve_pg"]
 
 
 def find_pg_bin() -> Path | None:
@@ -193,3 +194,19 @@ class PgServer:
         self._kill()
         with contextlib.suppress(OSError):
             shutil.rmtree(self.base)
+
+
+def serve_pg() -> Iterator[PgServer]:
+    """A module fixture's body: a started server (the test is skipped without PostgreSQL's
+    binaries), stopped by its PID afterwards, pass or fail. ``yield from serve_pg()``."""
+    import pytest
+
+    bin_dir = find_pg_bin()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL binaries (initdb, postgres) not found")
+    server = PgServer(bin_dir)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()

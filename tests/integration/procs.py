@@ -16,17 +16,20 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 try:  # a package when tests/integration has an __init__.py, plain modules otherwise
     from . import peers
 except ImportError:
     import peers  # type: ignore[no-redef]
 
-__all__ = ["ROOT", "CcgwProcess", "ccgw_argv", "ccgw_env", "to_toml"]
+__all__ = ["ROOT", "CcgwProcess", "ccgw_argv", "ccgw_env", "metric", "to_toml", "wait_until"]
 
 ROOT = Path(__file__).resolve().parents[2]
+
+T = TypeVar("T")
 
 
 def ccgw_argv(*args: str) -> list[str]:
@@ -138,3 +141,36 @@ def to_toml(doc: dict[str, Any]) -> str:
             body.append(f"\n[{_toml_key(k)}]")
             body += [f"{_toml_key(kk)} = {_toml_value(vv)}" for kk, vv in v.items()]
     return "\n".join(head + body) + "\n"
+
+
+def wait_until(
+    cond: Callable[[], T],
+    timeout: float,
+    what: str,
+    *,
+    every: float = 0.25,
+    errors: tuple[type[BaseException], ...] = (OSError, KeyError),
+) -> T:
+    """Poll ``cond`` until it returns something truthy and return that; ``errors`` it raises
+    meanwhile (HTTP not up yet, a link down ...) count as "not yet". AssertionError naming
+    ``what`` and the last value or error after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while True:
+        try:
+            value = cond()
+        except errors as exc:
+            last = exc
+        else:
+            if value:
+                return value
+            last = value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
+        time.sleep(every)
+
+
+def metric(text: str, name: str) -> float | None:
+    """The value of metric ``name`` (any labels: the first sample) in Prometheus ``text``."""
+    m = re.search(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", text, re.MULTILINE)
+    return float(m.group(1)) if m else None

@@ -36,7 +36,7 @@ from ..unit.test_hq_store_sqlite import (
     test_replays_and_overlaps_apply_once,
     test_unknown_kinds_and_malformed_payloads_are_kept,
 )
-from .pg_server import PgServer, find_pg_bin
+from .pg_server import PgServer, serve_pg
 
 pytestmark = pytest.mark.integration
 
@@ -62,15 +62,7 @@ __all__ = [
 
 @pytest.fixture(scope="module")
 def pg_server() -> Iterator[PgServer]:
-    bin_dir = find_pg_bin()
-    if bin_dir is None:
-        pytest.skip("PostgreSQL binaries (initdb, postgres) not found")
-    server = PgServer(bin_dir)
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
+    yield from serve_pg()
 
 
 def _raw(url: str) -> Callable[[str], None]:

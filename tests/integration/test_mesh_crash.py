@@ -25,7 +25,6 @@ Processes are started by the test and ended by their PIDs (``peer_registry``), w
 from __future__ import annotations
 
 import json
-import re
 import sqlite3
 import subprocess
 import time
@@ -39,8 +38,8 @@ import pytest
 
 from . import peers
 from .gateway import TEST_IVR, site_config
-from .pg_server import PgServer, find_pg_bin
-from .procs import CcgwProcess, ccgw_argv, ccgw_env, to_toml
+from .pg_server import PgServer, serve_pg
+from .procs import CcgwProcess, ccgw_argv, ccgw_env, metric, to_toml, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -64,27 +63,9 @@ Records = dict[str, list[tuple[Any, ...]]]
 # helpers
 
 
-def _wait(cond: Callable[[], T], timeout: float, what: str, every: float = 0.1) -> T:
-    """Poll ``cond`` until it returns something truthy; AssertionError naming ``what`` if not."""
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while True:
-        try:
-            value = cond()
-        except (OSError, sqlite3.Error, KeyError) as exc:  # HTTP not up yet, db busy, ...
-            last = exc
-        else:
-            if value:
-                return value
-            last = value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
-        time.sleep(every)
-
-
-def _metric(text: str, name: str) -> float | None:
-    m = re.search(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", text, re.MULTILINE)
-    return float(m.group(1)) if m else None
+def _wait(cond: Callable[[], T], timeout: float, what: str) -> T:
+    # HTTP not up yet, the database busy: not yet
+    return wait_until(cond, timeout, what, every=0.1, errors=(OSError, sqlite3.Error, KeyError))
 
 
 def _get(url: str) -> str:
@@ -194,10 +175,10 @@ class CrashMesh:
         return _get(f"http://{SITE_IP}:{self.site_http}/metrics")
 
     def sync_connected(self) -> bool:
-        return _metric(self.site_metrics(), "ccgw_sync_connected") == 1
+        return metric(self.site_metrics(), "ccgw_sync_connected") == 1
 
     def outbox_depth(self) -> float | None:
-        return _metric(self.site_metrics(), "ccgw_sync_outbox_depth")
+        return metric(self.site_metrics(), "ccgw_sync_outbox_depth")
 
     def hq_high_water(self) -> int:
         """HQ's high-water mark for the site, from its /healthz (0 until the site connects)."""
@@ -325,15 +306,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def pg() -> Iterator[PgServer]:
-    bin_dir = find_pg_bin()
-    if bin_dir is None:
-        pytest.skip("PostgreSQL binaries (initdb, postgres) not found")
-    server = PgServer(bin_dir)
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
+    yield from serve_pg()
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from gateway.mesh.tls import issue, make_ca
 
 from . import peers
 from .gateway import TEST_IVR, GatewayThread, HqThread, site_config
-from .pg_server import PgServer, find_pg_bin
+from .pg_server import PgServer, serve_pg
 
 pytestmark = pytest.mark.integration
 
@@ -37,15 +37,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def pg() -> Iterator[PgServer]:
-    bin_dir = find_pg_bin()
-    if bin_dir is None:
-        pytest.skip("PostgreSQL binaries (initdb, postgres) not found")
-    server = PgServer(bin_dir)
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
+    yield from serve_pg()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -25,7 +25,6 @@ neither netem nor TUN, no SIPp). Every process is started by the test and ended 
 from __future__ import annotations
 
 import json
-import re
 import sqlite3
 import sys
 import time
@@ -41,7 +40,7 @@ from gateway.mesh.tls import issue, make_ca
 from . import peers
 from .gateway import AGENTS, TEST_IVR, site_config
 from .netns import NetnsUnavailable, WanLab, unavailable_reason
-from .procs import to_toml
+from .procs import metric, to_toml, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -110,27 +109,9 @@ class Ccgw(peers.ManagedProcess):
         raise RuntimeError(f"{self.name} did not start\n{self.describe()}")
 
 
-def _wait(cond: Callable[[], T], timeout: float, what: str, every: float = 0.25) -> T:
-    """Poll ``cond`` until it returns something truthy; AssertionError with ``what`` if not."""
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while True:
-        try:
-            value = cond()
-        except (OSError, AssertionError, KeyError) as exc:  # HTTP not up yet, link down, ...
-            last = exc
-        else:
-            if value:
-                return value
-            last = value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
-        time.sleep(every)
-
-
-def _metric(text: str, name: str) -> float | None:
-    m = re.search(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", text, re.MULTILINE)
-    return float(m.group(1)) if m else None
+def _wait(cond: Callable[[], T], timeout: float, what: str) -> T:
+    # HTTP inside a namespace not up yet, or the link down: not yet
+    return wait_until(cond, timeout, what, errors=(OSError, AssertionError, KeyError))
 
 
 def _rows(db: Path, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -228,7 +209,7 @@ class WanMesh:
         return json.loads(self._http("hq", f"http://{self.hq_ip}:{HQ_HTTP}{path}", body))
 
     def sync_connected(self) -> float | None:
-        return _metric(self.site_metrics(), "ccgw_sync_connected")
+        return metric(self.site_metrics(), "ccgw_sync_connected")
 
     # -- records on both sides
 
@@ -260,13 +241,13 @@ class WanMesh:
         if self.hq_records() != self.site_records():
             return False
         metrics = self.site_metrics()
-        if _metric(metrics, "ccgw_sync_outbox_depth") != 0:
+        if metric(metrics, "ccgw_sync_outbox_depth") != 0:
             return False
         hq = self.hq_metrics()
         last = self.site_last_seq()
         return (
-            _metric(hq, "ccgw_hq_sync_high_water") == last
-            and _metric(hq, "ccgw_hq_sync_applied_total") == last
+            metric(hq, "ccgw_hq_sync_high_water") == last
+            and metric(hq, "ccgw_hq_sync_applied_total") == last
         )
 
     # -- calls
@@ -395,7 +376,7 @@ def test_a_partitioned_site_keeps_serving_and_converges_after_healing(mesh: WanM
     _wait(lambda: mesh.sync_connected() == 0, 25, "ccgw_sync_connected 0 at the site")
     detected = time.monotonic() - t_cut
     depth = _wait(
-        lambda: (_metric(mesh.site_metrics(), "ccgw_sync_outbox_depth") or 0) >= 2 * during + 2,
+        lambda: (metric(mesh.site_metrics(), "ccgw_sync_outbox_depth") or 0) >= 2 * during + 2,
         5,
         "the partition's records in the outbox",
     )
