@@ -34,7 +34,7 @@ from gateway.transport.endpoint import SipEndpoint
 from gateway.transport.tcp import TcpTransport, TlsContexts
 from gateway.transport.udp import UdpTransport
 from gateway.web.api import cc_routes
-from gateway.web.auth import ApiAuth
+from gateway.web.auth import api_auth
 from gateway.web.customers import customer_routes, threaded_book
 
 log = logging.getLogger(__name__)
@@ -43,18 +43,6 @@ _SIDES = {"a": "caller", "b": "callee"}
 
 LOOP_STALL = 0.2
 """Seconds of event-loop lag logged as a stall (T1 is 0.5 s: peers start retransmitting)."""
-
-
-def api_auth(cfg: SiteConfig) -> ApiAuth:
-    """The REST API's token check, banning like the SIP edge (``[security]`` fail limits)."""
-    sec = cfg.security
-    guard = Guard(
-        rate_limit=1_000_000,  # rate is not limited here; failures are
-        fail_window=sec.fail_window,
-        fail_limit=sec.fail_limit,
-        ban_time=sec.ban_time,
-    )
-    return ApiAuth(cfg.http.api_token, cfg.http.api_read_token, guard)
 
 
 def dial_plan(cfg: SiteConfig) -> DialPlan:

@@ -75,7 +75,7 @@ class HqApp:
             if self.cfg.mesh is not None and self.cfg.mesh.etcd:
                 access = etcd_access(self.cfg.mesh, self.hq.name)
                 routes += policy_routes(self.cfg.mesh.etcd, access)
-            from gateway.app import api_auth
+            from gateway.web.auth import api_auth
 
             auth = api_auth(self.cfg)
             app = create_app(self.health, self.registry, routes, auth=auth)

@@ -60,6 +60,9 @@ class TlsContexts:
 
 
 class _Connection(asyncio.Protocol):
+    _in: ssl.MemoryBIO  # TLS only: the records in and out, made with ``tls``
+    _out: ssl.MemoryBIO
+
     def __init__(self, owner: TcpTransport, peer: Peer | None = None) -> None:
         self.owner = owner
         self.peer = peer
@@ -67,8 +70,6 @@ class _Connection(asyncio.Protocol):
         self.framer = StreamFramer()
         self.pending: list[bytes] = []  # written before the connection (or handshake) was up
         self.tls: ssl.SSLObject | None = None
-        self._in = ssl.MemoryBIO()
-        self._out = ssl.MemoryBIO()
         self._deadline: asyncio.TimerHandle | None = None
         self.last_active = owner.loop.time()
         self.refused = False  # a failed handshake: nothing more is read from this connection
@@ -86,6 +87,7 @@ class _Connection(asyncio.Protocol):
         if owner.tls is None:
             self._flush_pending()
             return
+        self._in, self._out = ssl.MemoryBIO(), ssl.MemoryBIO()
         if outbound:
             name = owner.expect.get((self.peer.host, self.peer.port))
             ctx = owner.tls.client_named if name else owner.tls.client_any

@@ -17,13 +17,17 @@ import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from gateway.edge.guard import Guard
 from gateway.web.server import error_response
 
-__all__ = ["ApiAuth"]
+if TYPE_CHECKING:
+    from gateway.config import SiteConfig
+
+__all__ = ["ApiAuth", "api_auth"]
 
 log = logging.getLogger(__name__)
 
@@ -109,3 +113,16 @@ class ApiAuth:
         if read and request.method not in _READ_METHODS:
             return _error(403, "this token may only read")
         return await handler(request)
+
+
+def api_auth(cfg: SiteConfig) -> ApiAuth:
+    """The REST API's token check for a site's (or HQ's) file: ``[http]`` tokens, banning like
+    the SIP edge (``[security]`` fail limits)."""
+    sec = cfg.security
+    guard = Guard(
+        rate_limit=1_000_000,  # rate is not limited here; failures are
+        fail_window=sec.fail_window,
+        fail_limit=sec.fail_limit,
+        ban_time=sec.ban_time,
+    )
+    return ApiAuth(cfg.http.api_token, cfg.http.api_read_token, guard)
