@@ -29,10 +29,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Protocol, TypeVar
 
-from gateway.store.base import SchemaTooNewError, StoreError
+from gateway.store.base import StoreError
 from gateway.store.customers import CUSTOMER_KIND, customer_search_sql
 from gateway.store.merge import STAMPS, CustomerChange, merge
-from gateway.store.migrate import Migration, apply_migrations, load_migrations
+from gateway.store.migrate import (
+    Migration,
+    apply_migrations,
+    load_migrations,
+    pending_migrations,
+)
 
 __all__ = [
     "COUNTED_TABLES",
@@ -668,23 +673,6 @@ CREATE TABLE IF NOT EXISTS schema_version (
 """
 
 
-def _pending(applied: Mapping[int, str], migrations: Sequence[Migration]) -> list[Migration]:
-    """The migrations to apply; refuses a database newer than ``migrations`` or one whose
-    applied step no longer matches its file (as :func:`gateway.store.migrate.apply_migrations`
-    does)."""
-    known = {m.version: m for m in migrations}
-    newest = max(applied, default=0)
-    if newest > max(known, default=0):
-        raise SchemaTooNewError(
-            f"database schema version {newest} is newer than this HQ knows "
-            f"({max(known, default=0)}); upgrade"
-        )
-    for version, checksum in applied.items():
-        if known[version].checksum != checksum:
-            raise StoreError(f"migration {version:04d} changed after it was applied")
-    return [m for m in migrations if m.version not in applied]
-
-
 class PostgresCentralStore:
     """:class:`CentralStore` on PostgreSQL through one ``psycopg.AsyncConnection`` (calls are
     serialised; a broken connection is reopened on the next call). Open with :meth:`open`."""
@@ -736,7 +724,7 @@ class PostgresCentralStore:
             await conn.execute(_PG_VERSION_TABLE)
             cur = await conn.execute("SELECT version, checksum FROM schema_version")
             applied = {int(v): c for v, c in await cur.fetchall()}
-            todo = _pending(applied, migrations)
+            todo = pending_migrations(applied, migrations, "this HQ")
             for mig in todo:
                 try:
                     await conn.execute(mig.sql)  # no parameters: multi-statement allowed

@@ -12,6 +12,7 @@ import hashlib
 import re
 import sqlite3
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Final
 
 from gateway.store.base import SchemaTooNewError, StoreError
 
-__all__ = ["Migration", "apply_migrations", "load_migrations", "schema_version"]
+__all__ = ["Migration", "apply_migrations", "load_migrations", "pending_migrations", "schema_version"]
 
 _FILE_RE: Final = re.compile(r"(\d{4})_([a-z0-9_]+)\.sql")
 
@@ -77,6 +78,27 @@ def schema_version(conn: sqlite3.Connection) -> int:
     return int(row[0])
 
 
+def pending_migrations(
+    applied: Mapping[int, str], migrations: Sequence[Migration], who: str
+) -> list[Migration]:
+    """The migrations still to apply, given ``applied`` (version → checksum). Refuses a
+    database newer than ``migrations`` (:class:`SchemaTooNewError`, naming ``who``: "this
+    gateway", "this HQ") or one whose applied step no longer matches its file."""
+    known = {m.version: m for m in migrations}
+    newest = max(applied, default=0)
+    if newest > max(known, default=0):
+        raise SchemaTooNewError(
+            f"database schema version {newest} is newer than {who} knows "
+            f"({max(known, default=0)}); upgrade it"
+        )
+    for version, checksum in applied.items():
+        if known[version].checksum != checksum:
+            raise StoreError(
+                f"migration {version:04d} changed after it was applied to this database"
+            )
+    return [m for m in migrations if m.version not in applied]
+
+
 def apply_migrations(conn: sqlite3.Connection, migrations: list[Migration]) -> list[int]:
     """Bring ``conn`` (autocommit mode) up to the last of ``migrations``; return the versions
     applied now (empty when already current)."""
@@ -85,22 +107,8 @@ def apply_migrations(conn: sqlite3.Connection, migrations: list[Migration]) -> l
         int(v): checksum
         for v, checksum in conn.execute("SELECT version, checksum FROM schema_version")
     }
-    known = {m.version: m for m in migrations}
-    newest = max(applied, default=0)
-    if newest > max(known, default=0):
-        raise SchemaTooNewError(
-            f"database schema version {newest} is newer than this gateway knows "
-            f"({max(known, default=0)}); upgrade the gateway"
-        )
-    for version, checksum in applied.items():
-        if known[version].checksum != checksum:
-            raise StoreError(
-                f"migration {version:04d} changed after it was applied to this database"
-            )
     done: list[int] = []
-    for mig in migrations:
-        if mig.version in applied:
-            continue
+    for mig in pending_migrations(applied, migrations, "this gateway"):
         # executescript() runs the whole script; BEGIN/COMMIT make it one transaction.
         script = (
             f"BEGIN IMMEDIATE;\n{mig.sql}\n;\n"
