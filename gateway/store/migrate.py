@@ -20,7 +20,13 @@ from typing import Final
 
 from gateway.store.base import SchemaTooNewError, StoreError
 
-__all__ = ["Migration", "apply_migrations", "load_migrations", "pending_migrations", "schema_version"]
+__all__ = [
+    "Migration",
+    "apply_migrations",
+    "load_migrations",
+    "pending_migrations",
+    "schema_version",
+]
 
 _FILE_RE: Final = re.compile(r"(\d{4})_([a-z0-9_]+)\.sql")
 
