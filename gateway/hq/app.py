@@ -128,7 +128,7 @@ def policy_routes(endpoints: tuple[str, ...], access: Any = None) -> list[Any]:
     from gateway.config_mesh import parse_policy
     from gateway.mesh.etcd import EtcdUnavailable, connect
     from gateway.mesh.registry import CONFIG_PREFIX, publish_policy
-    from gateway.web.server import error_response
+    from gateway.web.server import error_response, json_object
 
     async def listing(request: web.Request) -> web.Response:
         try:
@@ -144,12 +144,7 @@ def policy_routes(endpoints: tuple[str, ...], access: Any = None) -> list[Any]:
 
     async def publish(request: web.Request) -> web.Response:
         name = request.match_info["name"]
-        try:
-            doc = await request.json()
-        except ValueError:
-            return error_response(400, "the body is not JSON")
-        if not isinstance(doc, dict):
-            return error_response(400, "a policy is a JSON object")
+        doc = await json_object(request, "a policy is a JSON object")
         try:
             parse_policy(name, doc)
         except ValueError as exc:

@@ -33,7 +33,7 @@ from gateway.cc.agents import AgentError, AgentState, AgentView
 from gateway.cc.center import ContactCentre
 from gateway.store.sqlite import SqliteSiteStore
 
-from .server import error_response
+from .server import error_response, json_object
 
 _COMMANDS = ("login", "logout", "pause", "unpause")
 _HEARTBEAT_S = 15.0
@@ -74,12 +74,7 @@ def cc_routes(cc: ContactCentre, store: SqliteSiteStore) -> list[web.RouteDef]:
             return error_response(400, f"unknown command {command!r} (one of {_COMMANDS})")
         reason = ""
         if request.can_read_body:
-            try:
-                body = await request.json()
-            except ValueError:
-                return error_response(400, "the body is not JSON")
-            if not isinstance(body, dict):
-                return error_response(400, "the body must be a JSON object")
+            body = await json_object(request)
             reason = str(body.get("reason", ""))[:64]
         try:
             view = cc.agent_command(ext, command, reason)
@@ -157,12 +152,7 @@ def cc_routes(cc: ContactCentre, store: SqliteSiteStore) -> list[web.RouteDef]:
         return web.json_response(store.callbacks(None if status == "all" else status))
 
     async def schedule_callback(request: web.Request) -> web.Response:
-        try:
-            body = await request.json()
-        except ValueError:
-            return error_response(400, "the body is not JSON")
-        if not isinstance(body, dict):
-            return error_response(400, 'the body must be {"number", "queue", "at"}')
+        body = await json_object(request, 'the body must be {"number", "queue", "at"}')
         number = str(body.get("number", ""))
         if not cc.cfg.dialplan.is_external(number):
             return error_response(400, f"number {number!r} is not an external number")

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from .server import error_response
+from .server import error_response, json_object
 
 __all__ = ["CustomerBook", "customer_routes"]
 
@@ -71,12 +71,10 @@ def customer_routes(book: CustomerBook) -> list[web.RouteDef]:
 
     async def upsert(request: web.Request) -> web.Response:
         cid = request.match_info["id"]
-        try:
-            body = await request.json()
-        except ValueError:
-            return error_response(400, "the body is not JSON")
-        if not isinstance(body, dict) or not isinstance(body.get("fields"), dict):
-            return error_response(400, 'the body must be {"fields": {...}, "author": "..."}')
+        shape = 'the body must be {"fields": {...}, "author": "..."}'
+        body = await json_object(request, shape)
+        if not isinstance(body.get("fields"), dict):
+            return error_response(400, shape)
         author = str(body.get("author") or "api")[:64]
         try:
             record = await book.upsert(cid, body["fields"], author)

@@ -49,6 +49,20 @@ def error_response(status: int, reason: str, headers: dict[str, str] | None = No
     return web.json_response(body, status=status, headers={**_NO_STORE, **(headers or {})})
 
 
+async def json_object(
+    request: web.Request, not_object: str = "the body must be a JSON object"
+) -> dict[str, Any]:
+    """The request's body, a JSON object; otherwise a 400 (a JSON error answer through
+    :func:`create_app`'s middleware) saying the body is not JSON, or ``not_object``."""
+    try:
+        body = await request.json()
+    except ValueError:
+        raise web.HTTPBadRequest(text="the body is not JSON") from None
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(text=not_object)
+    return body
+
+
 def _reason(request: web.Request, exc: web.HTTPException) -> str:
     if isinstance(exc, web.HTTPMethodNotAllowed):
         allowed = ", ".join(sorted(exc.allowed_methods))
